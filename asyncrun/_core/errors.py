@@ -1,0 +1,165 @@
+"""Typed errors shared by the client and the server.
+
+Every error carries the stable ``code`` the server puts in its JSON error body, so the
+client can map a response back to the same class without matching message text.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class AsyncRunError(Exception):
+    """Base class of every error asyncrun raises on purpose.
+
+    Attributes:
+        code: Stable machine-readable error code (the ``code`` of the HTTP error body).
+        message: Human-readable explanation, saying what to do where possible.
+        detail: Optional structured detail (field names, ids, limits).
+    """
+
+    code: ClassVar[str] = "error"
+    status_code: ClassVar[int] = 400
+
+    def __init__(self, message: str, *, detail: Any = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+        if code is not None:
+            self.code = code  # type: ignore[misc]  # an instance may carry a more precise code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ValidationError(AsyncRunError, ValueError):
+    """A value, record or request was rejected as invalid."""
+
+    code = "validation_error"
+    status_code = 422
+
+
+class MalformedRequest(ValidationError):
+    """The request body could not be parsed at all (bad JSON, bad encoding)."""
+
+    code = "malformed_request"
+    status_code = 400
+
+
+class PayloadTooLarge(ValidationError):
+    """The request body is larger than the server accepts."""
+
+    code = "payload_too_large"
+    status_code = 413
+
+
+class NotFound(AsyncRunError, LookupError):
+    """The run (or route) does not exist."""
+
+    code = "not_found"
+    status_code = 404
+
+
+class Conflict(AsyncRunError):
+    """The request conflicts with the stored state."""
+
+    code = "conflict"
+    status_code = 409
+
+
+class AlreadyExists(Conflict):
+    """A run with this id already exists in the project."""
+
+    code = "already_exists"
+
+
+class RevisionConflict(Conflict):
+    """The run changed since it was read: refresh it and apply the change again."""
+
+    code = "revision_conflict"
+    status_code = 412
+
+
+class InvalidTransition(Conflict):
+    """The run's current state does not allow the requested action."""
+
+    code = "invalid_transition"
+
+
+class AuthError(AsyncRunError):
+    """The request was not authenticated or not authorised."""
+
+    code = "unauthorized"
+    status_code = 401
+
+
+class TransportError(AsyncRunError):
+    """The backend could not be reached or answered something unusable."""
+
+    code = "transport_error"
+    status_code = 503
+
+
+class ServerError(TransportError):
+    """The server failed to handle a request (a 5xx is always a server bug)."""
+
+    code = "internal_error"
+    status_code = 500
+
+
+class WaitTimeout(AsyncRunError, TimeoutError):
+    """A wait ended because its timeout passed before the run reached a terminal state."""
+
+    code = "wait_timeout"
+    status_code = 408
+
+
+_BY_CODE: dict[str, type[AsyncRunError]] = {
+    cls.code: cls
+    for cls in (
+        ValidationError,
+        MalformedRequest,
+        PayloadTooLarge,
+        NotFound,
+        Conflict,
+        AlreadyExists,
+        RevisionConflict,
+        InvalidTransition,
+        AuthError,
+        TransportError,
+        ServerError,
+        WaitTimeout,
+    )
+}
+_BY_STATUS: dict[int, type[AsyncRunError]] = {
+    400: MalformedRequest,
+    401: AuthError,
+    403: AuthError,
+    404: NotFound,
+    409: Conflict,
+    412: RevisionConflict,
+    413: PayloadTooLarge,
+    422: ValidationError,
+}
+
+
+def error_from_body(status_code: int, body: Any) -> AsyncRunError:
+    """Rebuild the typed error of an HTTP error response.
+
+    Args:
+        status_code: The HTTP status of the response.
+        body: The decoded JSON body, ideally ``{"code", "message", "detail"}``.
+
+    Returns:
+        The matching :class:`AsyncRunError` subclass instance, keeping the server's code.
+    """
+    if isinstance(body, dict) and isinstance(body.get("code"), str):
+        code = body["code"]
+        message = str(body.get("message") or code)
+        detail = body.get("detail")
+    else:
+        code, message, detail = "", f"the server answered HTTP {status_code}", body
+    cls = _BY_CODE.get(code) or _BY_STATUS.get(status_code)
+    if cls is None:
+        cls = ServerError if status_code >= 500 else AsyncRunError
+    return cls(message, detail=detail, code=code or None)

@@ -1,0 +1,250 @@
+"""The one converter between run records and JSON / YAML.
+
+A single private :class:`cattrs.Converter` is configured here; nothing else in the package
+turns records into dicts. Structuring is strict: a wrong type is a
+:class:`~asyncrun._core.errors.ValidationError` naming the field, never a silent coercion.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from datetime import datetime
+from typing import Any, Final, TypeVar
+
+import attrs
+import cattrs
+import orjson
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from ._core.errors import MalformedRequest, ValidationError
+from ._core.records import Metadata, Run, State, Status, Transition, validate
+
+T = TypeVar("T")
+
+_RUN_ORDER: Final = ("kind", "id", "key", "project", "name", "metadata", "spec", "status", "user")
+# JSON has no NaN or infinity; orjson would write null. Non-finite floats travel as these strings.
+_NONFINITE_OUT: Final = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+_NONFINITE_IN: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+def _strict(tp: type[T], *, allow: tuple[type, ...] = ()) -> Any:
+    accepted = (tp, *allow)
+
+    def hook(value: Any, _: Any) -> Any:
+        if isinstance(value, bool) and tp is not bool or not isinstance(value, accepted):
+            raise TypeError(f"expected {tp.__name__}, got {type(value).__name__}")
+        return value
+
+    return hook
+
+
+converter.register_structure_hook(str, _strict(str))
+converter.register_structure_hook(int, _strict(int))
+converter.register_structure_hook(bool, _strict(bool))
+converter.register_structure_hook(float, _strict(float, allow=(int,)))
+
+
+def _structure_any(value: Any, _: Any) -> Any:
+    return value
+
+
+converter.register_structure_hook(Any, _structure_any)
+
+
+def _structure_dict_any(value: Any, _: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise TypeError(f"expected an object with string keys, got {type(value).__name__}")
+    return value
+
+
+converter.register_structure_hook_func(lambda t: t == dict[str, Any], _structure_dict_any)
+
+
+def _is_list_type(tp: Any) -> bool:
+    return getattr(tp, "__origin__", None) is list
+
+
+def _structure_list(value: Any, tp: Any) -> list[Any]:
+    # cattrs would turn any iterable (even a string) into a list; a record wants a real list.
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {type(value).__name__}")
+    (item_type,) = tp.__args__
+    return [converter.structure(item, item_type) for item in value]
+
+
+converter.register_structure_hook_func(_is_list_type, _structure_list)
+
+
+def _structure_datetime(value: Any, _: Any) -> datetime:
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        parsed = datetime.fromisoformat(value)
+    else:
+        raise TypeError(f"expected an ISO 8601 timestamp, got {type(value).__name__}")
+    if parsed.utcoffset() is None:
+        raise ValueError(f"timestamp {value!r} has no timezone offset")
+    return parsed
+
+
+converter.register_structure_hook(datetime, _structure_datetime)
+converter.register_unstructure_hook(datetime, datetime.isoformat)
+converter.register_unstructure_hook(State, lambda state: state.value)
+
+
+def _structure_state(value: Any, _: Any) -> State:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a state name, got {type(value).__name__}")
+    return State(value)  # ValueError names the bad state
+
+
+converter.register_structure_hook(State, _structure_state)
+
+
+def _encode_metric(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return _NONFINITE_OUT[repr(value)]
+    if isinstance(value, list):
+        return [_encode_metric(v) for v in value]
+    return value
+
+
+def _decode_metric(value: Any) -> Any:
+    if isinstance(value, str) and value in _NONFINITE_IN:
+        return _NONFINITE_IN[value]
+    if isinstance(value, list):
+        return [_decode_metric(v) for v in value]
+    return value
+
+
+def _register_open_record(cls: type[Any], *, metrics: bool = False) -> None:
+    """Metadata and Status keep keys they do not know in ``extra``, so they survive a round trip."""
+    known = frozenset(a.name for a in attrs.fields(cls)) - {"extra"}
+    structure = make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=True)
+    unstructure = make_dict_unstructure_fn(cls, converter)
+
+    def structure_hook(value: Any, _: Any) -> Any:
+        value = _structure_dict_any(value, None)
+        inner = {k: v for k, v in value.items() if k in known}
+        if metrics and "metrics" in inner:
+            inner["metrics"] = {k: _decode_metric(v) for k, v in _structure_dict_any(inner["metrics"], None).items()}
+        record = structure(inner, cls)
+        record.extra = {k: v for k, v in value.items() if k not in known}
+        return record
+
+    def unstructure_hook(record: Any) -> dict[str, Any]:
+        out = unstructure(record)
+        extra = out.pop("extra")
+        if metrics:
+            out["metrics"] = {k: _encode_metric(v) for k, v in out["metrics"].items()}
+        for k, v in extra.items():
+            out.setdefault(k, v)
+        return out
+
+    converter.register_structure_hook(cls, structure_hook)
+    converter.register_unstructure_hook(cls, unstructure_hook)
+
+
+_register_open_record(Metadata)
+_register_open_record(Status, metrics=True)
+converter.register_structure_hook(Transition, make_dict_structure_fn(Transition, converter))
+
+_structure_run = make_dict_structure_fn(Run, converter, _cattrs_forbid_extra_keys=True)
+_unstructure_run = make_dict_unstructure_fn(Run, converter)
+
+
+def _run_structure_hook(value: Any, _: Any) -> Run:
+    value = _structure_dict_any(value, None)
+    # ``key`` is derived from kind, project and id; accept it but never trust it.
+    return _structure_run({k: v for k, v in value.items() if k != "key"}, Run)
+
+
+def _run_unstructure_hook(run: Run) -> dict[str, Any]:
+    out = _unstructure_run(run)
+    out["key"] = run.key
+    return {k: out[k] for k in _RUN_ORDER}
+
+
+converter.register_structure_hook(Run, _run_structure_hook)
+converter.register_unstructure_hook(Run, _run_unstructure_hook)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, cattrs.BaseValidationError):
+        return "; ".join(cattrs.transform_error(exc, path="run"))
+    return str(exc)
+
+
+def to_dict(run: Run) -> dict[str, Any]:
+    """Turn a run into plain JSON-able data, keys in the record's stable order."""
+    return converter.unstructure(run)  # type: ignore[no-any-return]
+
+
+def from_dict(data: Any) -> Run:
+    """Build a validated run from plain data.
+
+    Raises:
+        ValidationError: naming every field that is missing or has the wrong type.
+    """
+    try:
+        return validate(converter.structure(data, Run))
+    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
+        raise ValidationError(f"invalid run record: {_describe(exc)}") from None
+
+
+def dumps(data: Any) -> bytes:
+    """Encode plain data (or a run) as JSON bytes."""
+    if isinstance(data, Run):
+        data = to_dict(data)
+    return orjson.dumps(data)
+
+
+def loads(payload: bytes | str) -> Any:
+    """Decode JSON bytes into plain data.
+
+    Raises:
+        MalformedRequest: if the payload is not valid UTF-8 JSON.
+    """
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequest(f"the body is not valid JSON: {exc}") from None
+
+
+def run_from_json(payload: bytes | str) -> Run:
+    """Decode and validate a run from JSON."""
+    return from_dict(loads(payload))
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.sort_base_mapping_type_on_output = False  # keep the record's stable key order
+    yaml.allow_unicode = True
+    yaml.width = 4096
+    return yaml
+
+
+def to_yaml(run: Run) -> str:
+    """Render a run as YAML, keys in a stable order, numbers that read back exactly."""
+    stream = io.StringIO()
+    _yaml().dump(to_dict(run), stream)
+    return stream.getvalue()
+
+
+def from_yaml(text: str) -> Run:
+    """Parse and validate a run from YAML (safe loader: no tags, no code).
+
+    Raises:
+        ValidationError: if the text is not YAML or not a valid run record.
+    """
+    try:
+        data = _yaml().load(text)
+    except YAMLError as exc:
+        raise ValidationError(f"not a valid YAML document: {exc}") from None
+    return from_dict(data)
