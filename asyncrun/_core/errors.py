@@ -53,6 +53,13 @@ class PayloadTooLarge(ValidationError):
     status_code = 413
 
 
+class UnsupportedMediaType(ValidationError):
+    """The request body is not JSON (send ``Content-Type: application/json``)."""
+
+    code = "unsupported_media_type"
+    status_code = 415
+
+
 class NotFound(AsyncRunError, LookupError):
     """The run (or route) does not exist."""
 
@@ -120,6 +127,7 @@ _BY_CODE: dict[str, type[AsyncRunError]] = {
         ValidationError,
         MalformedRequest,
         PayloadTooLarge,
+        UnsupportedMediaType,
         NotFound,
         Conflict,
         AlreadyExists,
@@ -139,6 +147,7 @@ _BY_STATUS: dict[int, type[AsyncRunError]] = {
     409: Conflict,
     412: RevisionConflict,
     413: PayloadTooLarge,
+    415: UnsupportedMediaType,
     422: ValidationError,
 }
 

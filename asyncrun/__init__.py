@@ -1,0 +1,55 @@
+"""asyncrun: an async-first SDK for run records, with the backend it talks to.
+
+The public names below are the whole contract; everything in modules starting with ``_`` may
+change without notice.
+"""
+
+from ._core.errors import (
+    AlreadyExists,
+    AsyncRunError,
+    AuthError,
+    Conflict,
+    InvalidTransition,
+    MalformedRequest,
+    NotFound,
+    PayloadTooLarge,
+    RevisionConflict,
+    ServerError,
+    TransportError,
+    UnsupportedMediaType,
+    ValidationError,
+    WaitTimeout,
+)
+from ._core.records import Metadata, State, Status, Transition
+from ._core.records import Run as RunRecord
+from .client import AsyncClient, AsyncRun
+from .sync import Client, Run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyExists",
+    "AsyncClient",
+    "AsyncRun",
+    "AsyncRunError",
+    "AuthError",
+    "Client",
+    "Conflict",
+    "InvalidTransition",
+    "MalformedRequest",
+    "Metadata",
+    "NotFound",
+    "PayloadTooLarge",
+    "RevisionConflict",
+    "Run",
+    "RunRecord",
+    "ServerError",
+    "State",
+    "Status",
+    "Transition",
+    "TransportError",
+    "UnsupportedMediaType",
+    "ValidationError",
+    "WaitTimeout",
+    "__version__",
+]

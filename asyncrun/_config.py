@@ -1,0 +1,52 @@
+"""Settings read from the environment, in one place.
+
+| variable | meaning | default |
+|---|---|---|
+| ``ASYNCRUN_ENDPOINT`` | URL of an ``asyncrun server`` | unset: the embedded backend |
+| ``ASYNCRUN_TOKEN`` | bearer token sent to the server | unset |
+| ``ASYNCRUN_HOME`` | folder of the embedded backend's database | the user data dir |
+| ``ASYNCRUN_CONTEXT`` | folder where ``export()`` writes | the working directory |
+| ``ASYNCRUN_TIMEOUT`` | seconds allowed for one HTTP request | 30 |
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+DB_FILENAME = "asyncrun.sqlite3"
+
+
+def endpoint() -> str | None:
+    """The configured server URL, or ``None`` for the embedded backend."""
+    return os.environ.get("ASYNCRUN_ENDPOINT") or None
+
+
+def token() -> str | None:
+    """The configured bearer token, if any."""
+    return os.environ.get("ASYNCRUN_TOKEN") or None
+
+
+def home() -> Path:
+    """The folder holding the embedded backend's database."""
+    configured = os.environ.get("ASYNCRUN_HOME")
+    return Path(configured) if configured else Path(platformdirs.user_data_dir("asyncrun"))
+
+
+def context() -> Path:
+    """The folder ``export()`` writes to."""
+    return Path(os.environ.get("ASYNCRUN_CONTEXT") or Path.cwd())
+
+
+def timeout() -> float:
+    """Seconds allowed for one HTTP request."""
+    raw = os.environ.get("ASYNCRUN_TIMEOUT")
+    try:
+        value = 30.0 if raw is None else float(raw)
+    except ValueError:
+        raise ValueError(f"ASYNCRUN_TIMEOUT must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"ASYNCRUN_TIMEOUT must be positive, got {raw!r}")
+    return value

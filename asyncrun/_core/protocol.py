@@ -1,0 +1,46 @@
+"""Shapes of the HTTP API (DESIGN.md section 6) shared by the HTTP transport and the server."""
+
+from __future__ import annotations
+
+from typing import Final
+from urllib.parse import quote
+
+from .errors import ValidationError
+
+API_PREFIX: Final = "/api/v1"
+ERROR_CONTENT_TYPE: Final = "application/json"
+
+
+def runs_path(project: str, id: str | None = None, action: str | None = None) -> str:
+    """The path of a project's run collection, one run, or one run's sub-resource."""
+    path = f"{API_PREFIX}/projects/{quote(project, safe='')}/runs"
+    if id is not None:
+        path += f"/{quote(id, safe='')}"
+    if action is not None:
+        path += f"/{action}"
+    return path
+
+
+def etag(revision: int) -> str:
+    """The ETag of a run at ``revision``."""
+    return f'"{revision}"'
+
+
+def parse_if_match(header: str | None) -> int | None:
+    """The revision an ``If-Match`` header asks for, or ``None`` when absent or ``*``.
+
+    Raises:
+        ValidationError: if the header is not an ETag this API made.
+    """
+    if header is None or header.strip() == "*":
+        return None
+    value = header.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    try:
+        return int(value.strip('"'))
+    except ValueError:
+        raise ValidationError(
+            f"If-Match must be the ETag of a run (like '\"3\"'), got {header!r}",
+            detail={"header": "If-Match"},
+        ) from None

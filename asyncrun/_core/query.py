@@ -1,0 +1,209 @@
+"""List queries: filters, limits and opaque keyset cursors, parsed and rendered as pure code.
+
+The same :class:`ListQuery` is rendered to query parameters by the HTTP transport and parsed back
+by the server, so the two sides cannot disagree about a filter.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Final
+
+import attrs
+
+from .errors import ValidationError
+from .records import State, check_kind, check_label, check_name
+
+DEFAULT_LIMIT: Final = 100
+MAX_LIMIT: Final = 1000
+MAX_IDS: Final = 1000
+_SINGLE: Final = ("kind", "name", "created_after", "created_before", "limit", "cursor")
+_MULTI: Final = ("state", "label", "ids")
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@attrs.frozen
+class Cursor:
+    """Position after the last run of a page: runs are ordered newest first, then by id."""
+
+    created_us: int
+    id: str
+
+    def encode(self) -> str:
+        """Render as an opaque URL-safe token."""
+        raw = f"{self.created_us}:{self.id}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> Cursor:
+        """Parse a token made by :meth:`encode`.
+
+        Raises:
+            ValidationError: if the token was not made by :meth:`encode`.
+        """
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+            created, _, id_ = raw.partition(":")
+            return cls(int(created), check_name("id", id_))
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise ValidationError(
+                "cursor is not valid: pass the next_cursor of a previous page unchanged",
+                detail={"field": "cursor"},
+            ) from None
+
+
+def to_microseconds(moment: datetime) -> int:
+    """A timezone-aware datetime as integer microseconds since the epoch (sortable)."""
+    # Integer arithmetic on the timedelta: float timestamps lose microseconds far from 1970.
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+@attrs.frozen
+class ListQuery:
+    """Filters and paging of a run listing.
+
+    Attributes:
+        states: Keep runs in any of these states.
+        kind: Keep runs of this kind.
+        name: Keep runs with exactly this name.
+        labels: Keep runs carrying every one of these labels.
+        created_after: Keep runs created at or after this time.
+        created_before: Keep runs created before this time.
+        ids: Keep only these run ids (many ids in one request).
+        limit: Page size, 1..1000.
+        cursor: Where the previous page ended.
+    """
+
+    states: tuple[State, ...] = ()
+    kind: str | None = None
+    name: str | None = None
+    labels: tuple[str, ...] = ()
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    ids: tuple[str, ...] = ()
+    limit: int = DEFAULT_LIMIT
+    cursor: Cursor | None = None
+
+    def to_params(self) -> list[tuple[str, str]]:
+        """Render as query parameters (repeated keys for lists)."""
+        params: list[tuple[str, str]] = [("state", str(s)) for s in self.states]
+        params += [("label", label) for label in self.labels]
+        if self.ids:
+            params.append(("ids", ",".join(self.ids)))
+        for field in ("kind", "name"):
+            value = getattr(self, field)
+            if value is not None:
+                params.append((field, value))
+        for field in ("created_after", "created_before"):
+            moment = getattr(self, field)
+            if moment is not None:
+                params.append((field, moment.isoformat()))
+        params.append(("limit", str(self.limit)))
+        if self.cursor is not None:
+            params.append(("cursor", self.cursor.encode()))
+        return params
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        state: str | Iterable[str] | None = None,
+        kind: str | None = None,
+        name: str | None = None,
+        label: str | Iterable[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        ids: Iterable[str] | None = None,
+        limit: int = DEFAULT_LIMIT,
+        cursor: Cursor | None = None,
+    ) -> ListQuery:
+        """Validate user-facing filter arguments into a query.
+
+        Raises:
+            ValidationError: naming the filter that is wrong and what it accepts.
+        """
+        try:
+            states = tuple(State(s) for s in _as_tuple(state))
+        except ValueError:
+            raise _bad("state", f"state must be one of {', '.join(State)}") from None
+        if kind is not None:
+            _check("kind", check_kind, kind)
+        labels = _as_tuple(label)
+        for one in labels:
+            _check("label", check_label, one)
+        id_tuple = _as_tuple(ids)
+        if len(id_tuple) > MAX_IDS:
+            raise _bad("ids", f"at most {MAX_IDS} ids per request")
+        for one in id_tuple:
+            _check("ids", lambda v: check_name("id", v), one)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise _bad("limit", f"limit must be an integer from 1 to {MAX_LIMIT}")
+        for field, moment in (("created_after", created_after), ("created_before", created_before)):
+            if moment is not None and (not isinstance(moment, datetime) or moment.utcoffset() is None):
+                raise _bad(field, f"{field} must be a timezone-aware datetime")
+        return cls(states, kind, name, labels, created_after, created_before, id_tuple, limit, cursor)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Sequence[str]]) -> ListQuery:
+        """Parse query parameters (each key mapped to all its values).
+
+        Raises:
+            ValidationError: on an unknown parameter or a value of the wrong form.
+        """
+        unknown = sorted(set(params) - set(_SINGLE) - set(_MULTI))
+        if unknown:
+            raise _bad(unknown[0], f"unknown query parameter {unknown[0]!r}")
+        single: dict[str, str] = {}
+        for key in _SINGLE:
+            values = params.get(key, ())
+            if len(values) > 1:
+                raise _bad(key, f"{key} may be given once")
+            if values:
+                single[key] = values[0]
+        ids = [one for value in params.get("ids", ()) for one in value.split(",") if one]
+        try:
+            limit = int(single.get("limit", DEFAULT_LIMIT))
+        except ValueError:
+            raise _bad("limit", f"limit must be an integer from 1 to {MAX_LIMIT}") from None
+        times: dict[str, datetime | None] = {}
+        for field in ("created_after", "created_before"):
+            raw = single.get(field)
+            try:
+                times[field] = None if raw is None else datetime.fromisoformat(raw)
+            except ValueError:
+                raise _bad(field, f"{field} must be an ISO 8601 timestamp with offset") from None
+        cursor = single.get("cursor")
+        return cls.build(
+            state=params.get("state", ()),
+            kind=single.get("kind"),
+            name=single.get("name"),
+            label=params.get("label", ()),
+            created_after=times["created_after"],
+            created_before=times["created_before"],
+            ids=ids,
+            limit=limit,
+            cursor=None if cursor is None else Cursor.decode(cursor),
+        )
+
+
+def _as_tuple(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+def _bad(field: str, message: str) -> ValidationError:
+    return ValidationError(message, detail={"field": field})
+
+
+def _check(field: str, check: object, value: object) -> None:
+    try:
+        check(value)  # type: ignore[operator]
+    except ValueError as exc:
+        raise _bad(field, str(exc)) from None

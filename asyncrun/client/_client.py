@@ -1,0 +1,242 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import attrs
+
+from .. import _config, _serde
+from .._core.errors import ValidationError
+from .._core.query import DEFAULT_LIMIT, Cursor, ListQuery
+from .._core.records import new_run
+from ._run import AsyncRun
+from ._transports._base import AsyncTransport
+
+
+def _check_input(fn: Any, **kwargs: Any) -> Any:
+    # Validation at the call site: a bad argument is a ValidationError naming it, before any I/O.
+    try:
+        return fn(**kwargs)
+    except ValueError as exc:
+        if isinstance(exc, ValidationError):
+            raise
+        raise ValidationError(str(exc)) from None
+
+
+class AsyncClient:
+    """The async client: creates, reads, lists and loads runs.
+
+    Use it as an async context manager. With no ``endpoint`` (and no ``ASYNCRUN_ENDPOINT``) it
+    runs the embedded backend: the server's service layer in this process on a SQLite file under
+    ``ASYNCRUN_HOME``; nothing to start.
+
+    Args:
+        endpoint: URL of an ``asyncrun server``; defaults to ``ASYNCRUN_ENDPOINT``.
+        token: Bearer token for the server; defaults to ``ASYNCRUN_TOKEN``.
+        timeout: Seconds allowed for each HTTP request; defaults to ``ASYNCRUN_TIMEOUT`` or 30.
+        home: Folder of the embedded backend's database; defaults to ``ASYNCRUN_HOME``.
+        context: Folder ``export()`` writes to; defaults to ``ASYNCRUN_CONTEXT`` or the
+            working directory.
+        transport: A ready transport (advanced; overrides the other backend arguments).
+
+    Example:
+        >>> async with asyncrun.AsyncClient() as client:  # doctest: +SKIP
+        ...     run = await client.new_run(project="demo", kind="command+job",
+        ...                                spec={"command": ["echo", "hi"]})
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float | None = None,
+        home: str | Path | None = None,
+        context: str | Path | None = None,
+        transport: AsyncTransport | None = None,
+    ) -> None:
+        self.context = Path(context) if context is not None else _config.context()
+        self.endpoint = endpoint or _config.endpoint()
+        if transport is not None:
+            self._transport = transport
+        elif self.endpoint is not None:
+            from ._transports._http import HTTPTransport
+
+            self._transport = HTTPTransport(
+                self.endpoint,
+                token=token or _config.token(),
+                timeout=timeout if timeout is not None else _config.timeout(),
+            )
+        else:
+            from ._transports._embedded import EmbeddedTransport
+
+            db = (Path(home) if home is not None else _config.home()) / _config.DB_FILENAME
+            self._transport = EmbeddedTransport(db)
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool or the embedded database. Safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            await self._transport.aclose()
+
+    def build_run(
+        self,
+        project: str,
+        kind: str,
+        *,
+        spec: dict[str, Any] | None = None,
+        name: str | None = None,
+        id: str | None = None,
+        labels: Iterable[str] | None = None,
+        description: str | None = None,
+        user: str | None = None,
+    ) -> AsyncRun:
+        """Build a run record without saving it (call ``save()`` to create it).
+
+        Args:
+            project: Project name.
+            kind: Kind such as ``python+job`` or ``command+job``.
+            spec: Kind-specific specification, kept whole.
+            name: Display name; defaults to the id.
+            id: Run id; a fresh UUID when omitted. Choosing it makes a retried create safe.
+            labels: Labels to filter by.
+            description: Free text.
+            user: The user the run belongs to.
+
+        Raises:
+            ValidationError: if an argument is invalid.
+        """
+        if spec is not None and not isinstance(spec, dict):
+            raise ValidationError(f"spec must be a dict, got {type(spec).__name__}")
+        record = _check_input(
+            new_run,
+            project=project,
+            kind=kind,
+            id=id or uuid.uuid4().hex,
+            now=datetime.now(UTC),
+            name=name,
+            spec=spec,
+            labels=list(labels or []),
+            description=description,
+            user=user,
+        )
+        return AsyncRun(self, record)
+
+    async def new_run(
+        self,
+        project: str,
+        kind: str,
+        *,
+        spec: dict[str, Any] | None = None,
+        name: str | None = None,
+        id: str | None = None,
+        labels: Iterable[str] | None = None,
+        description: str | None = None,
+        user: str | None = None,
+    ) -> AsyncRun:
+        """Build a run and create it in the backend (arguments as :meth:`build_run`).
+
+        Returns:
+            The saved run, state ``CREATED``.
+        """
+        run = self.build_run(
+            project,
+            kind,
+            spec=spec,
+            name=name,
+            id=id,
+            labels=labels,
+            description=description,
+            user=user,
+        )
+        return await run.save()
+
+    async def get_run(self, project: str, id: str) -> AsyncRun:
+        """Read a run from the backend.
+
+        Raises:
+            NotFound: if the project has no run with this id.
+        """
+        return AsyncRun(self, await self._transport.get_run(project, id))
+
+    def list_runs(
+        self,
+        project: str,
+        *,
+        state: str | Iterable[str] | None = None,
+        kind: str | None = None,
+        name: str | None = None,
+        label: str | Iterable[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        ids: Iterable[str] | None = None,
+        page_size: int = DEFAULT_LIMIT,
+    ) -> AsyncIterator[AsyncRun]:
+        """Iterate over a project's runs, newest first, fetching pages as it goes.
+
+        Args:
+            project: Project name.
+            state: Keep runs in this state (or any of these states).
+            kind: Keep runs of this kind.
+            name: Keep runs with this name.
+            label: Keep runs carrying this label (or all of these labels).
+            created_after: Keep runs created at or after this time.
+            created_before: Keep runs created before this time.
+            ids: Keep only these ids (fetched in one request per page).
+            page_size: Runs fetched per request (1-1000).
+
+        Returns:
+            An async iterator over the matching runs.
+
+        Raises:
+            ValidationError: at the call, if a filter is invalid.
+        """
+        query = ListQuery.build(
+            state=state,
+            kind=kind,
+            name=name,
+            label=label,
+            created_after=created_after,
+            created_before=created_before,
+            ids=ids,
+            limit=page_size,
+        )
+        return self._iter_runs(project, query)
+
+    async def _iter_runs(self, project: str, query: ListQuery) -> AsyncIterator[AsyncRun]:
+        while True:
+            records, token = await self._transport.list_runs(project, query)
+            for record in records:
+                yield AsyncRun(self, record)
+            if token is None:
+                return
+            query = attrs.evolve(query, cursor=Cursor.decode(token))
+
+    async def load_run(self, path: str | Path) -> AsyncRun:
+        """Read a run from a YAML file written by ``export()``.
+
+        The run is not written to the backend: call ``save()`` to create it there, or
+        ``save(update=True)`` to update the stored run.
+
+        Raises:
+            ValidationError: if the file is not a valid run record.
+        """
+        text = await anyio.Path(path).read_text(encoding="utf-8")
+        return AsyncRun(self, _serde.from_yaml(text))

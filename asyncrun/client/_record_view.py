@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from typing import Any
+
+from .._core.records import Metadata, Run, Status
+
+
+class RecordView:
+    """Read access to a run record's fields, shared by :class:`AsyncRun` and the sync ``Run``.
+
+    Subclasses provide ``record``; everything here is a plain attribute read (no I/O).
+    """
+
+    __slots__ = ()
+
+    @property
+    def record(self) -> Run:
+        """The underlying attrs record (as last read from, or written to, the backend)."""
+        raise NotImplementedError
+
+    @property
+    def kind(self) -> str:
+        """The run's kind, e.g. ``python+job``."""
+        return self.record.kind
+
+    @property
+    def id(self) -> str:
+        """The run's id."""
+        return self.record.id
+
+    @property
+    def key(self) -> str:
+        """The run's store key, ``store://<project>/run/<kind>/<id>``."""
+        return self.record.key
+
+    @property
+    def project(self) -> str:
+        """The project the run belongs to."""
+        return self.record.project
+
+    @property
+    def name(self) -> str | None:
+        """The run's display name."""
+        return self.record.name
+
+    @property
+    def metadata(self) -> Metadata:
+        """Descriptive metadata (labels, times, revision)."""
+        return self.record.metadata
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The kind-specific specification (edit it, then ``save(update=True)``)."""
+        return self.record.spec
+
+    @property
+    def status(self) -> Status:
+        """State, transitions, metrics and kind outputs, as of the last read."""
+        return self.record.status
+
+    @property
+    def user(self) -> str | None:
+        """The user the run belongs to."""
+        return self.record.user
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecordView):
+            return NotImplemented
+        return self.record == other.record
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: equal by value, not hashable
+
+    def __repr__(self) -> str:
+        record = self.record
+        return (
+            f"<{type(self).__name__} {record.project}/{record.id} kind={record.kind} "
+            f"state={record.status.state}>"
+        )

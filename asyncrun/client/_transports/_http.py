@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from ... import _serde
+from ..._core.errors import AsyncRunError, TransportError, error_from_body
+from ..._core.protocol import etag, runs_path
+from ..._core.query import ListQuery
+from ..._core.records import Run
+from ._base import AsyncTransport
+
+_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+class HTTPTransport(AsyncTransport):
+    """An ``asyncrun server`` over HTTP: one connection pool, a timeout on every request."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        headers = {"User-Agent": "asyncrun"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.AsyncClient(
+            base_url=self.endpoint,
+            headers=headers,
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+        )
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        content = None if body is None else _serde.dumps(body)
+        try:
+            response = await self._http.request(
+                method,
+                path,
+                params=params,
+                content=content,
+                headers={**_JSON_HEADERS, **(headers or {})},
+            )
+        except httpx.TimeoutException as exc:
+            raise TransportError(
+                f"{method} {self.endpoint}{path} timed out ({type(exc).__name__}); "
+                "is the server overloaded? raise ASYNCRUN_TIMEOUT or timeout="
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise TransportError(
+                f"cannot reach the asyncrun server at {self.endpoint}: {exc or type(exc).__name__}"
+            ) from exc
+        if response.status_code >= 400:
+            raise self._error(response)
+        return response
+
+    @staticmethod
+    def _error(response: httpx.Response) -> AsyncRunError:
+        try:
+            body: Any = _serde.loads(response.content)
+        except AsyncRunError:
+            body = response.text[:200]
+        return error_from_body(response.status_code, body)
+
+    async def create_run(self, project: str, data: dict[str, Any]) -> Run:
+        response = await self._send("POST", runs_path(project), body=data)
+        return _serde.run_from_json(response.content)
+
+    async def get_run(self, project: str, id: str) -> Run:
+        response = await self._send("GET", runs_path(project, id))
+        return _serde.run_from_json(response.content)
+
+    async def update_run(self, project: str, id: str, data: dict[str, Any], revision: int) -> Run:
+        response = await self._send(
+            "PUT", runs_path(project, id), body=data, headers={"If-Match": etag(revision)}
+        )
+        return _serde.run_from_json(response.content)
+
+    async def delete_run(self, project: str, id: str) -> None:
+        await self._send("DELETE", runs_path(project, id))
+
+    async def list_runs(self, project: str, query: ListQuery) -> tuple[list[Run], str | None]:
+        response = await self._send("GET", runs_path(project), params=query.to_params())
+        page = _serde.loads(response.content)
+        return [_serde.from_dict(item) for item in page["items"]], page["next_cursor"]
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

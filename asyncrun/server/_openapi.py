@@ -1,0 +1,200 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at ``/openapi.json``."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from .._core.protocol import API_PREFIX
+from .._core.query import MAX_IDS, MAX_LIMIT
+from .._core.records import State
+
+_NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"}
+_TIME = {"type": "string", "format": "date-time"}
+_NULLABLE_STR = {"type": ["string", "null"]}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "Malformed request (bad JSON, bad parameter)",
+        404: "No such run or route",
+        409: "Conflict (the id exists)",
+        412: "The run changed since the given revision",
+        413: "Body larger than the server's limit",
+        415: "Body is not JSON",
+        422: "The record or a parameter is invalid",
+    }
+    return {str(code): _json_body(_ref("Error"), text[code]) for code in codes}
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["code", "message", "detail"],
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "detail": {}},
+    },
+    "Transition": {
+        "type": "object",
+        "required": ["state", "time"],
+        "properties": {
+            "state": {"enum": list(State)},
+            "time": _TIME,
+            "message": _NULLABLE_STR,
+        },
+    },
+    "Metadata": {
+        "type": "object",
+        "required": ["project"],
+        "additionalProperties": True,
+        "properties": {
+            "project": _NAME,
+            "name": _NULLABLE_STR,
+            "description": _NULLABLE_STR,
+            "labels": {"type": "array", "items": {"type": "string", "minLength": 1}},
+            "created": {"type": ["string", "null"], "format": "date-time"},
+            "created_by": _NULLABLE_STR,
+            "updated": {"type": ["string", "null"], "format": "date-time"},
+            "updated_by": _NULLABLE_STR,
+            "relationships": {"type": "array", "items": {"type": "object"}},
+            "revision": {"type": "integer"},
+        },
+    },
+    "Status": {
+        "type": "object",
+        "additionalProperties": True,
+        "properties": {
+            "state": {"enum": list(State)},
+            "message": _NULLABLE_STR,
+            "transitions": {"type": "array", "items": _ref("Transition")},
+            "metrics": {"type": "object"},
+        },
+    },
+    "Run": {
+        "type": "object",
+        "required": ["kind", "id", "project", "metadata"],
+        "additionalProperties": False,
+        "properties": {
+            "kind": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9+._-]{0,63}$"},
+            "id": _NAME,
+            "key": {"type": "string", "readOnly": True},
+            "project": _NAME,
+            "name": _NULLABLE_STR,
+            "metadata": _ref("Metadata"),
+            "spec": {"type": "object"},
+            "status": _ref("Status"),
+            "user": _NULLABLE_STR,
+        },
+    },
+    "RunPage": {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {
+            "items": {"type": "array", "items": _ref("Run")},
+            "next_cursor": _NULLABLE_STR,
+        },
+    },
+}
+
+
+def _param(name: str, where: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": where,
+        "required": where == "path",
+        "schema": schema,
+        "description": description,
+    }
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document (built once)."""
+    project = _param("project", "path", _NAME, "Project name")
+    run_id = _param("id", "path", _NAME, "Run id")
+    etag_header = {"ETag": {"schema": {"type": "string"}, "description": "The run's revision"}}
+    run_ok = {**_json_body(_ref("Run"), "The run"), "headers": etag_header}
+    list_params = [
+        project,
+        _param("state", "query", {"enum": list(State)}, "Keep runs in this state (repeatable)"),
+        _param("kind", "query", {"type": "string"}, "Keep runs of this kind"),
+        _param("name", "query", {"type": "string"}, "Keep runs with this name"),
+        _param("label", "query", {"type": "string"}, "Keep runs with this label (repeatable)"),
+        _param("created_after", "query", _TIME, "Keep runs created at or after this time"),
+        _param("created_before", "query", _TIME, "Keep runs created before this time"),
+        _param("ids", "query", {"type": "string"}, f"Comma-separated ids, at most {MAX_IDS}"),
+        _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "Page size"),
+        _param("cursor", "query", {"type": "string"}, "next_cursor of the previous page"),
+    ]
+    runs = f"{API_PREFIX}/projects/{{project}}/runs"
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "asyncrun", "version": "1"},
+        "paths": {
+            runs: {
+                "post": {
+                    "operationId": "createRun",
+                    "summary": "Create a run (409 if the id exists)",
+                    "parameters": [project],
+                    "requestBody": {"required": True, **_json_body(_ref("Run"), "The run")},
+                    "responses": {"201": run_ok, **_errors(400, 409, 413, 415, 422)},
+                },
+                "get": {
+                    "operationId": "listRuns",
+                    "summary": "List runs, newest first, with filters and cursor pagination",
+                    "parameters": list_params,
+                    "responses": {
+                        "200": _json_body(_ref("RunPage"), "One page of runs"),
+                        **_errors(400, 422),
+                    },
+                },
+            },
+            f"{runs}/{{id}}": {
+                "get": {
+                    "operationId": "getRun",
+                    "summary": "Read a run",
+                    "parameters": [project, run_id],
+                    "responses": {"200": run_ok, **_errors(404, 422)},
+                },
+                "put": {
+                    "operationId": "updateRun",
+                    "summary": "Update a run (optimistic: If-Match or metadata.revision)",
+                    "parameters": [
+                        project,
+                        run_id,
+                        _param("If-Match", "header", {"type": "string"}, "ETag last read"),
+                    ],
+                    "requestBody": {"required": True, **_json_body(_ref("Run"), "The run")},
+                    "responses": {"200": run_ok, **_errors(400, 404, 412, 413, 415, 422)},
+                },
+                "delete": {
+                    "operationId": "deleteRun",
+                    "summary": "Delete a run",
+                    "parameters": [project, run_id],
+                    "responses": {"204": {"description": "Deleted"}, **_errors(404, 422)},
+                },
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "Liveness",
+                    "responses": {"200": {"description": "The server is up"}},
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document",
+                    "responses": {"200": {"description": "The OpenAPI document"}},
+                }
+            },
+        },
+        "components": {"schemas": _SCHEMAS},
+    }

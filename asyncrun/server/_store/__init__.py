@@ -1,0 +1,1 @@
+"""Stores persist run records; the service layer owns every rule about them."""

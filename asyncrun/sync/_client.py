@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import ExitStack
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from .._core.query import DEFAULT_LIMIT
+from ..client._client import AsyncClient
+from ..client._run import AsyncRun
+from ._run import Run
+
+T = TypeVar("T")
+
+
+class Client:
+    """The blocking client: the same names and signatures as :class:`~asyncrun.AsyncClient`.
+
+    Each ``Client`` owns one event-loop thread (an anyio ``BlockingPortal``) in which its
+    ``AsyncClient`` lives for the client's whole life, so it works from scripts, from several
+    threads at once, and inside a running event loop (a Jupyter cell). Use it as a context
+    manager or call :meth:`close`.
+
+    Args:
+        endpoint: URL of an ``asyncrun server``; defaults to ``ASYNCRUN_ENDPOINT``, else the
+            embedded backend.
+        token: Bearer token; defaults to ``ASYNCRUN_TOKEN``.
+        backend: Event-loop library of the portal thread, ``"asyncio"`` or ``"trio"``.
+        **kwargs: Passed on to :class:`~asyncrun.AsyncClient` (``timeout``, ``home``,
+            ``context``).
+
+    Example:
+        >>> with asyncrun.Client() as client:  # doctest: +SKIP
+        ...     run = client.new_run(project="demo", kind="command+job",
+        ...                          spec={"command": ["echo", "hi"]})
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        token: str | None = None,
+        *,
+        backend: str = "asyncio",
+        **kwargs: Any,
+    ) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._stack = ExitStack()
+        self._portal: BlockingPortal = self._stack.enter_context(start_blocking_portal(backend))
+        try:
+            self._async: AsyncClient = self._portal.call(
+                self._open, endpoint, token, kwargs
+            )
+        except BaseException:
+            self._stack.close()
+            raise
+        self._closed = False
+
+    @staticmethod
+    async def _open(endpoint: str | None, token: str | None, kwargs: dict[str, Any]) -> AsyncClient:
+        # Built inside the portal's loop so the connection pool belongs to that loop.
+        return AsyncClient(endpoint, token, **kwargs)
+
+    def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``fn(*args)`` in the portal and block for its result.
+
+        Ctrl-C while blocked cancels the task in the portal, then re-raises.
+        """
+        if os.getpid() != self._pid:
+            raise RuntimeError(
+                "this Client was created in another process (before a fork); "
+                "create a new Client in this process"
+            )
+        if self._closed:
+            raise RuntimeError("this Client is closed; create a new one")
+        future = self._portal.start_task_soon(fn, *args)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            future.cancel()
+            raise
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the async client and stop the portal thread. Safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._call(self._async.aclose)
+            finally:
+                self._closed = True
+                self._stack.close()
+
+    @property
+    def context(self) -> Path:
+        """Folder ``export()`` writes to."""
+        return self._async.context
+
+    def _wrap(self, run: AsyncRun) -> Run:
+        return Run(self, run)
+
+    def build_run(self, project: str, kind: str, **kwargs: Any) -> Run:
+        """Build a run record without saving it; arguments as ``AsyncClient.build_run``."""
+        return self._wrap(self._async.build_run(project, kind, **kwargs))
+
+    def new_run(self, project: str, kind: str, **kwargs: Any) -> Run:
+        """Build a run and create it in the backend; arguments as ``AsyncClient.new_run``."""
+        return self._wrap(self._call(lambda: self._async.new_run(project, kind, **kwargs)))
+
+    def get_run(self, project: str, id: str) -> Run:
+        """Read a run from the backend (``NotFound`` if it does not exist)."""
+        return self._wrap(self._call(self._async.get_run, project, id))
+
+    def list_runs(
+        self,
+        project: str,
+        *,
+        state: str | Iterable[str] | None = None,
+        kind: str | None = None,
+        name: str | None = None,
+        label: str | Iterable[str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        ids: Iterable[str] | None = None,
+        page_size: int = DEFAULT_LIMIT,
+    ) -> Iterator[Run]:
+        """Iterate over a project's runs, newest first; filters as ``AsyncClient.list_runs``."""
+        pages = self._async.list_runs(
+            project,
+            state=state,
+            kind=kind,
+            name=name,
+            label=label,
+            created_after=created_after,
+            created_before=created_before,
+            ids=ids,
+            page_size=page_size,
+        )
+        return self._iter_runs(pages)
+
+    def _iter_runs(self, pages: AsyncIterator[AsyncRun]) -> Iterator[Run]:
+        try:
+            while True:
+                try:
+                    run = self._call(pages.__anext__)  # type: ignore[attr-defined]
+                except StopAsyncIteration:
+                    return
+                yield self._wrap(run)
+        finally:
+            if not self._closed:
+                self._call(pages.aclose)  # type: ignore[attr-defined]
+
+    def load_run(self, path: str | Path) -> Run:
+        """Read a run from a YAML file written by ``export()`` (not saved to the backend)."""
+        return self._wrap(self._call(self._async.load_run, path))
