@@ -1,0 +1,123 @@
+"""Fixtures: every behavioural test runs on asyncio and trio, against both backends.
+
+The HTTP backend is a real ``asyncrun server`` process on a free loopback port, started once
+per session; each test gets its own project so tests never see each other's runs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import asyncrun
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Never let the developer's own configuration leak into a test.
+    for name in list(os.environ):
+        if name.startswith("ASYNCRUN_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ASYNCRUN_HOME", str(tmp_path / "home"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """A real ``asyncrun server`` subprocess on loopback."""
+
+    def __init__(self, db: Path, *extra: str) -> None:
+        self.db = db
+        self.extra = extra
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = db.with_suffix(".log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "asyncrun", "server", "--host", "127.0.0.1",
+                 "--port", str(self.port), "--db", str(self.db), *self.extra],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server did not start:\n{self.log.read_text()}")
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path_factory.mktemp("server") / "runs.sqlite3")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(params=["embedded", "http"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """Keyword arguments that point a client at one backend."""
+    if request.param == "embedded":
+        return {"home": tmp_path / "embedded"}
+    server: ServerProcess = request.getfixturevalue("server")
+    return {"endpoint": server.url}
+
+
+@pytest.fixture
+def project() -> str:
+    return f"p-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def client(backend: dict[str, Any], tmp_path: Path) -> AsyncIterator[asyncrun.AsyncClient]:
+    async with asyncrun.AsyncClient(**backend, context=tmp_path / "context") as c:
+        yield c
+
+
+@pytest.fixture
+def sync_client(
+    backend: dict[str, Any], tmp_path: Path, anyio_backend: str
+) -> Iterator[asyncrun.Client]:
+    with asyncrun.Client(**backend, backend=anyio_backend, context=tmp_path / "context") as c:
+        yield c
