@@ -36,7 +36,7 @@ def _strict(tp: type[T], *, allow: tuple[type, ...] = ()) -> Any:
     accepted = (tp, *allow)
 
     def hook(value: Any, _: Any) -> Any:
-        if isinstance(value, bool) and tp is not bool or not isinstance(value, accepted):
+        if (isinstance(value, bool) and tp is not bool) or not isinstance(value, accepted):
             raise TypeError(f"expected {tp.__name__}, got {type(value).__name__}")
         return value
 
@@ -132,7 +132,9 @@ def _register_open_record(cls: type[Any], *, metrics: bool = False) -> None:
         value = _structure_dict_any(value, None)
         inner = {k: v for k, v in value.items() if k in known}
         if metrics and "metrics" in inner:
-            inner["metrics"] = {k: _decode_metric(v) for k, v in _structure_dict_any(inner["metrics"], None).items()}
+            inner["metrics"] = {
+                k: _decode_metric(v) for k, v in _structure_dict_any(inner["metrics"], None).items()
+            }
         record = structure(inner, cls)
         record.extra = {k: v for k, v in value.items() if k not in known}
         return record
@@ -224,7 +226,8 @@ def run_from_json(payload: bytes | str) -> Run:
 def _yaml() -> YAML:
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
-    yaml.sort_base_mapping_type_on_output = False  # keep the record's stable key order
+    # Keep the record's stable key order (ruamel types this attribute as None).
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
     yaml.allow_unicode = True
     yaml.width = 4096
     return yaml

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Final
 
 import attrs
@@ -22,7 +22,7 @@ MAX_LIMIT: Final = 1000
 MAX_IDS: Final = 1000
 _SINGLE: Final = ("kind", "name", "created_after", "created_before", "limit", "cursor")
 _MULTI: Final = ("state", "label", "ids")
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @attrs.frozen
@@ -143,9 +143,13 @@ class ListQuery:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
             raise _bad("limit", f"limit must be an integer from 1 to {MAX_LIMIT}")
         for field, moment in (("created_after", created_after), ("created_before", created_before)):
-            if moment is not None and (not isinstance(moment, datetime) or moment.utcoffset() is None):
+            if moment is not None and (
+                not isinstance(moment, datetime) or moment.utcoffset() is None
+            ):
                 raise _bad(field, f"{field} must be a timezone-aware datetime")
-        return cls(states, kind, name, labels, created_after, created_before, id_tuple, limit, cursor)
+        return cls(
+            states, kind, name, labels, created_after, created_before, id_tuple, limit, cursor
+        )
 
     @classmethod
     def from_params(cls, params: Mapping[str, Sequence[str]]) -> ListQuery:

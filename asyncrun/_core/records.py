@@ -116,7 +116,9 @@ def check_kind(value: object) -> str:
 def check_label(value: object) -> str:
     """Validate one label: a non-empty string without control characters."""
     if not isinstance(value, str) or not value or len(value) > MAX_LABEL_LENGTH:
-        raise ValueError(f"a label must be a string of 1-{MAX_LABEL_LENGTH} characters; got {value!r}")
+        raise ValueError(
+            f"a label must be a string of 1-{MAX_LABEL_LENGTH} characters; got {value!r}"
+        )
     if _CONTROL_RE.search(value):
         raise ValueError(f"a label must not contain control characters; got {value!r}")
     return value
@@ -142,7 +144,9 @@ def validate(run: Run) -> Run:
             f"metadata.project ({run.metadata.project!r}) must equal project ({run.project!r})"
         )
     if run.name is not None and (not run.name or _CONTROL_RE.search(run.name)):
-        raise ValueError(f"name must be a non-empty string without control characters; got {run.name!r}")
+        raise ValueError(
+            f"name must be a non-empty string without control characters; got {run.name!r}"
+        )
     for label in run.metadata.labels:
         check_label(label)
     check_time("metadata.created", run.metadata.created)

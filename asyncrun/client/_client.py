@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -188,7 +188,7 @@ class AsyncClient:
         created_before: datetime | None = None,
         ids: Iterable[str] | None = None,
         page_size: int = DEFAULT_LIMIT,
-    ) -> AsyncIterator[AsyncRun]:
+    ) -> AsyncGenerator[AsyncRun, None]:
         """Iterate over a project's runs, newest first, fetching pages as it goes.
 
         Args:
@@ -220,7 +220,7 @@ class AsyncClient:
         )
         return self._iter_runs(project, query)
 
-    async def _iter_runs(self, project: str, query: ListQuery) -> AsyncIterator[AsyncRun]:
+    async def _iter_runs(self, project: str, query: ListQuery) -> AsyncGenerator[AsyncRun, None]:
         while True:
             records, token = await self._transport.list_runs(project, query)
             for record in records:

@@ -130,7 +130,9 @@ def openapi_document() -> dict[str, Any]:
         _param("created_after", "query", _TIME, "Keep runs created at or after this time"),
         _param("created_before", "query", _TIME, "Keep runs created before this time"),
         _param("ids", "query", {"type": "string"}, f"Comma-separated ids, at most {MAX_IDS}"),
-        _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "Page size"),
+        _param(
+            "limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "Page size"
+        ),
         _param("cursor", "query", {"type": "string"}, "next_cursor of the previous page"),
     ]
     runs = f"{API_PREFIX}/projects/{{project}}/runs"

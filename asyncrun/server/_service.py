@@ -152,4 +152,3 @@ class RunService:
             runs = runs[: query.limit]
             return Page(runs, cursor_after(runs[-1]).encode())
         return Page(runs, None)
-

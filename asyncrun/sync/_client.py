@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
@@ -54,9 +54,7 @@ class Client:
         self._stack = ExitStack()
         self._portal: BlockingPortal = self._stack.enter_context(start_blocking_portal(backend))
         try:
-            self._async: AsyncClient = self._portal.call(
-                self._open, endpoint, token, kwargs
-            )
+            self._async: AsyncClient = self._portal.call(self._open, endpoint, token, kwargs)
         except BaseException:
             self._stack.close()
             raise
@@ -116,13 +114,57 @@ class Client:
     def _wrap(self, run: AsyncRun) -> Run:
         return Run(self, run)
 
-    def build_run(self, project: str, kind: str, **kwargs: Any) -> Run:
-        """Build a run record without saving it; arguments as ``AsyncClient.build_run``."""
-        return self._wrap(self._async.build_run(project, kind, **kwargs))
+    def build_run(
+        self,
+        project: str,
+        kind: str,
+        *,
+        spec: dict[str, Any] | None = None,
+        name: str | None = None,
+        id: str | None = None,
+        labels: Iterable[str] | None = None,
+        description: str | None = None,
+        user: str | None = None,
+    ) -> Run:
+        """Build a run record without saving it; see ``AsyncClient.build_run``."""
+        return self._wrap(
+            self._async.build_run(
+                project,
+                kind,
+                spec=spec,
+                name=name,
+                id=id,
+                labels=labels,
+                description=description,
+                user=user,
+            )
+        )
 
-    def new_run(self, project: str, kind: str, **kwargs: Any) -> Run:
-        """Build a run and create it in the backend; arguments as ``AsyncClient.new_run``."""
-        return self._wrap(self._call(lambda: self._async.new_run(project, kind, **kwargs)))
+    def new_run(
+        self,
+        project: str,
+        kind: str,
+        *,
+        spec: dict[str, Any] | None = None,
+        name: str | None = None,
+        id: str | None = None,
+        labels: Iterable[str] | None = None,
+        description: str | None = None,
+        user: str | None = None,
+    ) -> Run:
+        """Build a run and create it in the backend; see ``AsyncClient.new_run``."""
+        # Building validates at the call, in this thread; only the save crosses to the portal.
+        run = self.build_run(
+            project,
+            kind,
+            spec=spec,
+            name=name,
+            id=id,
+            labels=labels,
+            description=description,
+            user=user,
+        )
+        return run.save()
 
     def get_run(self, project: str, id: str) -> Run:
         """Read a run from the backend (``NotFound`` if it does not exist)."""
@@ -155,17 +197,17 @@ class Client:
         )
         return self._iter_runs(pages)
 
-    def _iter_runs(self, pages: AsyncIterator[AsyncRun]) -> Iterator[Run]:
+    def _iter_runs(self, pages: AsyncGenerator[AsyncRun, None]) -> Iterator[Run]:
         try:
             while True:
                 try:
-                    run = self._call(pages.__anext__)  # type: ignore[attr-defined]
+                    run = self._call(pages.__anext__)
                 except StopAsyncIteration:
                     return
                 yield self._wrap(run)
         finally:
             if not self._closed:
-                self._call(pages.aclose)  # type: ignore[attr-defined]
+                self._call(pages.aclose)
 
     def load_run(self, path: str | Path) -> Run:
         """Read a run from a YAML file written by ``export()`` (not saved to the backend)."""

@@ -50,7 +50,7 @@ class HTTPTransport(AsyncTransport):
             response = await self._http.request(
                 method,
                 path,
-                params=params,
+                params=None if params is None else tuple(params),
                 content=content,
                 headers={**_JSON_HEADERS, **(headers or {})},
             )

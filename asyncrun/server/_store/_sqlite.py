@@ -13,10 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
+from ... import _serde
 from ..._core.errors import AlreadyExists, RevisionConflict
 from ..._core.query import Cursor, ListQuery, to_microseconds
 from ..._core.records import Run
-from ... import _serde
 
 # Each entry migrates the schema from its index to index + 1; append, never edit.
 MIGRATIONS: Final[Sequence[Sequence[str]]] = (

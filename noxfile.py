@@ -1,0 +1,43 @@
+"""Development sessions: ``nox`` runs lint, typing and tests; ``nox -s bench`` the benchmarks."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "typing", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the test suite (asyncio and trio, embedded and HTTP backends)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Ruff lint and format check."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typing(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    session.install("-e", ".[test]", "mypy")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks and rewrite benchmarks/RESULTS.md."""
+    session.install("-e", ".[server]")
+    env = {"PYTHONHASHSEED": "0", **({"BENCH_SCALE": os.environ["BENCH_SCALE"]} if "BENCH_SCALE" in os.environ else {})}
+    session.run("python", "benchmarks/run.py", *session.posargs, env=env)
