@@ -33,8 +33,30 @@ def cli() -> None:
     type=click.IntRange(min=1024),
     help="Largest request body accepted; larger ones get a 413.",
 )
+@click.option(
+    "--stop-grace",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds between SIGTERM and SIGKILL when a run is stopped.",
+)
+@click.option(
+    "--max-log-lines",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Log lines kept per run (the newest).",
+)
 @click.option("--log-level", default="warning", show_default=True, help="uvicorn log level.")
-def server(host: str, port: int, db: Path | None, max_body_bytes: int, log_level: str) -> None:
+def server(
+    host: str,
+    port: int,
+    db: Path | None,
+    max_body_bytes: int,
+    stop_grace: float,
+    max_log_lines: int,
+    log_level: str,
+) -> None:
     """Serve the HTTP API on HOST:PORT.
 
     Example: asyncrun server --host 127.0.0.1 --port 8765 --db runs.sqlite3
@@ -47,10 +69,20 @@ def server(host: str, port: int, db: Path | None, max_body_bytes: int, log_level
         raise click.ClickException(
             "the server needs the 'server' extra: pip install 'asyncrun[server]'"
         ) from None
+    from .server._executor import LocalExecutor
     from .server._service import RunService
     from .server._store._sqlite import SQLiteStore
 
-    service = RunService(SQLiteStore(db or _config.home() / _config.DB_FILENAME))
+    db_path = (db or _config.home() / _config.DB_FILENAME).resolve()
+    # Jobs reach this server on loopback when it listens on every address.
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    executor = LocalExecutor(
+        db_path,
+        stop_grace=stop_grace,
+        keep_log_lines=max_log_lines,
+        endpoint=f"http://{local}:{port}",
+    )
+    service = RunService(SQLiteStore(db_path), executor)
     app = create_app(service, max_body_bytes=max_body_bytes)
     click.echo(f"asyncrun server listening on http://{host}:{port}", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")

@@ -20,7 +20,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from ._core.errors import MalformedRequest, ValidationError
-from ._core.records import Metadata, Run, State, Status, Transition, validate
+from ._core.records import LogLine, Metadata, Run, State, Status, Transition, validate
 
 T = TypeVar("T")
 
@@ -251,3 +251,30 @@ def from_yaml(text: str) -> Run:
     except YAMLError as exc:
         raise ValidationError(f"not a valid YAML document: {exc}") from None
     return from_dict(data)
+
+
+def log_line_to_dict(line: LogLine) -> dict[str, Any]:
+    """A log line as JSON-able data (hand-written: this is the hot path of log streaming)."""
+    return {
+        "offset": line.offset,
+        "stream": line.stream,
+        "time": line.time.isoformat(),
+        "text": line.text,
+    }
+
+
+def log_line_from_dict(data: Any) -> LogLine:
+    """Parse a log line made by :func:`log_line_to_dict`.
+
+    Raises:
+        ValidationError: if the data is not a log line.
+    """
+    try:
+        return LogLine(
+            int(data["offset"]),
+            str(data["stream"]),
+            _structure_datetime(data["time"], None),
+            str(data["text"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValidationError(f"invalid log line: {exc}") from None

@@ -55,8 +55,16 @@ def asyncrun_server() -> Iterator[str]:
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        argv = [sys.executable, "-m", "asyncrun", "server", "--port", str(port),
-                "--db", str(Path(tmp) / "bench.sqlite3")]
+        argv = [
+            sys.executable,
+            "-m",
+            "asyncrun",
+            "server",
+            "--port",
+            str(port),
+            "--db",
+            str(Path(tmp) / "bench.sqlite3"),
+        ]
         with process(argv, f"{url}/healthz"):
             yield url
 
@@ -74,5 +82,9 @@ def trivial_server() -> Iterator[str]:
 def measure(fn: Callable[[], float]) -> dict[str, Any]:
     """Run ``fn`` (which returns one figure) REPEATS times: median, min, max."""
     values = [fn() for _ in range(REPEATS)]
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "values": values}
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "values": values,
+    }

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import tempfile
 import time
@@ -147,25 +148,56 @@ def run(scale: float) -> list[dict[str, Any]]:
     n = max(20, int(2000 * scale))
     results: list[dict[str, Any]] = []
 
-    def add(name: str, unit: str, ours: dict[str, Any], floor: dict[str, Any], floor_name: str) -> None:
-        results.append({"workload": name, "unit": unit, "ours": ours, "floor": floor,
-                        "floor_name": floor_name, "ratio": ours["median"] / floor["median"]})
+    def add(
+        name: str, unit: str, ours: dict[str, Any], floor: dict[str, Any], floor_name: str
+    ) -> None:
+        results.append(
+            {
+                "workload": name,
+                "unit": unit,
+                "ours": ours,
+                "floor": floor,
+                "floor_name": floor_name,
+                "ratio": ours["median"] / floor["median"],
+            }
+        )
 
-    add("create, embedded, sequential", "runs/s", measure(lambda: embedded_create(n)),
-        measure(lambda: sqlite_floor(n)), "SQLite insert+commit per row")
+    add(
+        "create, embedded, sequential",
+        "runs/s",
+        measure(lambda: embedded_create(n)),
+        measure(lambda: sqlite_floor(n)),
+        "SQLite insert+commit per row",
+    )
     with asyncrun_server() as url, trivial_server() as floor_url:
-        for concurrency in (1, 50):
-            add(f"create, HTTP, {concurrency} in flight", "runs/s",
-                measure(lambda: http_create(url, n // 2, concurrency)),
-                measure(lambda: trivial_http(floor_url, n // 2, concurrency, "POST")),
-                "httpx POST to trivial Starlette app")
-            add(f"get, HTTP, {concurrency} in flight", "runs/s",
-                measure(lambda: http_get(url, n, concurrency)),
-                measure(lambda: trivial_http(floor_url, n, concurrency, "GET")),
-                "httpx GET to trivial Starlette app")
-        add("list, HTTP, pages of 1,000", "runs/s", measure(lambda: listing({"endpoint": url}, n)),
-            measure(lambda: list_floor(n)), "SQLite SELECT + orjson.loads")
+        for c in (1, 50):
+            add(
+                f"create, HTTP, {c} in flight",
+                "runs/s",
+                measure(functools.partial(http_create, url, n // 2, c)),
+                measure(functools.partial(trivial_http, floor_url, n // 2, c, "POST")),
+                "httpx POST to trivial Starlette app",
+            )
+            add(
+                f"get, HTTP, {c} in flight",
+                "runs/s",
+                measure(functools.partial(http_get, url, n, c)),
+                measure(functools.partial(trivial_http, floor_url, n, c, "GET")),
+                "httpx GET to trivial Starlette app",
+            )
+        add(
+            "list, HTTP, pages of 1,000",
+            "runs/s",
+            measure(lambda: listing({"endpoint": url}, n)),
+            measure(lambda: list_floor(n)),
+            "SQLite SELECT + orjson.loads",
+        )
     with tempfile.TemporaryDirectory() as tmp:
-        add("list, embedded, pages of 1,000", "runs/s", measure(lambda: listing({"home": tmp}, n)),
-            measure(lambda: list_floor(n)), "SQLite SELECT + orjson.loads")
+        add(
+            "list, embedded, pages of 1,000",
+            "runs/s",
+            measure(lambda: listing({"home": tmp}, n)),
+            measure(lambda: list_floor(n)),
+            "SQLite SELECT + orjson.loads",
+        )
     return results

@@ -27,7 +27,8 @@ def table(results: list[dict[str, object]]) -> str:
     ]
     for r in results:
         ours, floor = r["ours"], r["floor"]
-        assert isinstance(ours, dict) and isinstance(floor, dict)
+        assert isinstance(ours, dict)
+        assert isinstance(floor, dict)
         lines.append(
             f"| {r['workload']} | {ours['median']:,.0f} {r['unit']} "
             f"({ours['min']:,.0f}-{ours['max']:,.0f}) | {floor['median']:,.0f} {r['unit']} "
@@ -60,7 +61,9 @@ def main() -> None:
         "command": "nox -s bench",
     }
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "latest.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    (HERE / "results" / "latest.json").write_text(
+        json.dumps({"meta": meta, "results": results}, indent=2)
+    )
     (HERE / "RESULTS.md").write_text(
         "# Benchmark results\n\n"
         f"Produced by `nox -s bench` on {meta['date']} (Python {meta['python']}, "

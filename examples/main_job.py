@@ -13,6 +13,7 @@ import asyncrun
 
 
 async def main() -> None:
+    """Create, update, refresh, list, export and load back one run."""
     context = tempfile.mkdtemp(prefix="asyncrun-demo-")
     async with asyncrun.AsyncClient(context=context) as client:
         print(f"backend: {client.endpoint or 'embedded'}")

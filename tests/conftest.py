@@ -56,8 +56,19 @@ class ServerProcess:
     def start(self) -> None:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "asyncrun", "server", "--host", "127.0.0.1",
-                 "--port", str(self.port), "--db", str(self.db), *self.extra],
+                [
+                    sys.executable,
+                    "-m",
+                    "asyncrun",
+                    "server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--db",
+                    str(self.db),
+                    *self.extra,
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

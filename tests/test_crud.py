@@ -20,13 +20,16 @@ async def test_new_run_is_created_and_readable(client: asyncrun.AsyncClient, pro
     assert run.status.state is asyncrun.State.CREATED
     assert run.metadata.revision == 1
     assert run.key == f"store://{project}/run/command+job/{run.id}"
-    assert run.metadata.created is not None and run.metadata.created.utcoffset() is not None
+    assert run.metadata.created is not None
+    assert run.metadata.created.utcoffset() is not None
     same = await client.get_run(project, run.id)
     assert same == run
     assert same.spec == SPEC  # keys the kind does not know survive
 
 
-async def test_build_run_is_not_saved_until_save(client: asyncrun.AsyncClient, project: str) -> None:
+async def test_build_run_is_not_saved_until_save(
+    client: asyncrun.AsyncClient, project: str
+) -> None:
     run = client.build_run(project, "python+job", spec={"handler": "m:f"}, id="run-1")
     with pytest.raises(asyncrun.NotFound):
         await client.get_run(project, "run-1")
@@ -78,7 +81,9 @@ async def test_stale_update_is_a_conflict_not_an_overwrite(
     assert (await client.get_run(project, run.id)).spec["winner"] == "first"
 
 
-async def test_update_cannot_change_state_or_kind(client: asyncrun.AsyncClient, project: str) -> None:
+async def test_update_cannot_change_state_or_kind(
+    client: asyncrun.AsyncClient, project: str
+) -> None:
     run = await client.new_run(project, "command+job", spec=SPEC)
     run.status.state = asyncrun.State.COMPLETED
     await run.save(update=True)
@@ -139,7 +144,7 @@ async def test_list_pages_with_cursor_in_order(client: asyncrun.AsyncClient, pro
         ({"page_size": 5000}, "limit"),
         ({"kind": "Bad Kind"}, "kind"),
         ({"label": "tab\there"}, "label"),
-        ({"created_after": datetime(2020, 1, 1)}, "created_after"),  # noqa: DTZ001  naive on purpose
+        ({"created_after": datetime(2020, 1, 1)}, "created_after"),  # naive on purpose
         ({"ids": ["../etc"]}, "ids"),
     ],
 )

@@ -15,7 +15,7 @@ from typing import Final
 import attrs
 
 from .errors import ValidationError
-from .records import State, check_kind, check_label, check_name
+from .records import Run, State, check_kind, check_label, check_name
 
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
@@ -211,3 +211,102 @@ def _check(field: str, check: object, value: object) -> None:
         check(value)  # type: ignore[operator]
     except ValueError as exc:
         raise _bad(field, str(exc)) from None
+
+
+@attrs.frozen
+class Changes:
+    """The answer to a watch: what changed among watched runs since a sequence number.
+
+    Attributes:
+        seq: The newest change sequence; pass it as ``since`` next time.
+        runs: Watched runs written after ``since`` (and every ``fresh`` one), whole.
+        missing: Watched ids that do not exist (deleted).
+    """
+
+    seq: int
+    runs: list[Run]
+    missing: list[str]
+
+
+MAX_WATCH_IDS: Final = 10_000
+MAX_WATCH_SECONDS: Final = 60.0
+
+
+@attrs.frozen
+class WatchQuery:
+    """A long-poll for changes among some runs of a project.
+
+    Attributes:
+        ids: Runs watched for a while (reported when written after ``since``).
+        fresh: Runs just added to the watch (reported at once, whatever their sequence).
+        since: The ``seq`` of the previous answer (0 at first).
+        timeout: Seconds the server may hold the request when nothing changed.
+    """
+
+    ids: tuple[str, ...]
+    fresh: tuple[str, ...] = ()
+    since: int = 0
+    timeout: float = 20.0
+
+    def to_body(self) -> dict[str, object]:
+        """Render as the JSON body of ``POST .../runs:watch``."""
+        return {
+            "ids": list(self.ids),
+            "fresh": list(self.fresh),
+            "since": self.since,
+            "timeout": self.timeout,
+        }
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, object]) -> WatchQuery:
+        """Parse a JSON body (or query parameters already split into lists).
+
+        Raises:
+            ValidationError: naming the field that is wrong.
+        """
+        unknown = sorted(set(data) - {"ids", "fresh", "since", "timeout"})
+        if unknown:
+            raise _bad(unknown[0], f"unknown field {unknown[0]!r}")
+        lists: dict[str, tuple[str, ...]] = {}
+        for field in ("ids", "fresh"):
+            value = data.get(field, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise _bad(field, f"{field} must be a list of run ids")
+            for one in value:
+                _check(field, lambda v: check_name("id", v), one)
+            lists[field] = tuple(value)
+        if not lists["ids"] and not lists["fresh"]:
+            raise _bad("ids", "watch at least one run id")
+        if len(lists["ids"]) + len(lists["fresh"]) > MAX_WATCH_IDS:
+            raise _bad("ids", f"at most {MAX_WATCH_IDS} ids per watch")
+        since = data.get("since", 0)
+        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+            raise _bad("since", "since must be the non-negative seq of the previous answer")
+        timeout = data.get("timeout", 20.0)
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 <= timeout <= MAX_WATCH_SECONDS
+        ):
+            raise _bad("timeout", f"timeout must be 0 to {MAX_WATCH_SECONDS:g} seconds")
+        return cls(lists["ids"], lists["fresh"], since, float(timeout))
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Sequence[str]]) -> WatchQuery:
+        """Parse the query parameters of ``GET .../runs:watch?ids=a,b&since=3&timeout=20``.
+
+        Raises:
+            ValidationError: naming the parameter that is wrong.
+        """
+        data: dict[str, object] = {}
+        for key, values in params.items():
+            if key in ("ids", "fresh"):
+                data[key] = [one for value in values for one in value.split(",") if one]
+            elif key in ("since", "timeout"):
+                try:
+                    data[key] = (int if key == "since" else float)(values[-1])
+                except ValueError:
+                    raise _bad(key, f"{key} must be a number") from None
+            else:
+                data[key] = values
+        return cls.from_data(data)

@@ -46,6 +46,24 @@ class Transition:
     message: str | None = None
 
 
+@attrs.frozen
+class LogLine:
+    """One line a run wrote, with its position in the run's log.
+
+    Attributes:
+        offset: Position of the line in the run's log, from 0, never reused (a resumed run
+            continues after the last line of the previous execution).
+        stream: ``"stdout"`` or ``"stderr"``.
+        time: When the line was read from the process.
+        text: The line, without its newline.
+    """
+
+    offset: int
+    stream: str
+    time: datetime
+    text: str
+
+
 @attrs.define
 class Metadata:
     """Descriptive metadata of a run; ``revision`` drives optimistic concurrency."""

@@ -31,7 +31,7 @@ NEXT: Final[dict[State, frozenset[State]]] = {
 """Allowed next states; any state but DELETING/DELETED may also go to DELETING."""
 
 ACTIONS: Final[dict[str, frozenset[State]]] = {
-    "run": frozenset({State.CREATED, State.BUILT, State.READY}),
+    "run": frozenset({State.CREATED, State.BUILT}),
     "stop": frozenset({State.READY, State.PENDING, State.RUNNING}),
     "resume": frozenset({State.STOPPED}),
 }
@@ -56,6 +56,17 @@ def check_action(action: str, state: State) -> None:
             f"{', '.join(sorted(allowed))}",
             detail={"action": action, "state": str(state)},
         )
+
+
+def path_to(src: State, dst: State) -> list[State]:
+    """The states to pass through from ``src`` to ``dst`` along the happy path, ``dst`` last.
+
+    ``run()`` on a CREATED run records CREATED -> BUILT -> READY, for instance.
+    """
+    order = [State.CREATED, State.BUILT, State.READY, State.RUNNING]
+    if src in order and dst in order and order.index(src) < order.index(dst):
+        return order[order.index(src) + 1 : order.index(dst) + 1]
+    return [dst]
 
 
 def transition(status: Status, dst: State, now: datetime, message: str | None = None) -> Status:

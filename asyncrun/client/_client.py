@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -9,6 +9,7 @@ from typing import Any, Self
 
 import anyio
 import attrs
+from anyio.abc import TaskGroup
 
 from .. import _config, _serde
 from .._core.errors import ValidationError
@@ -16,6 +17,7 @@ from .._core.query import DEFAULT_LIMIT, Cursor, ListQuery
 from .._core.records import new_run
 from ._run import AsyncRun
 from ._transports._base import AsyncTransport
+from ._watch import Watcher
 
 
 def _check_input(fn: Any, **kwargs: Any) -> Any:
@@ -78,8 +80,21 @@ class AsyncClient:
             db = (Path(home) if home is not None else _config.home()) / _config.DB_FILENAME
             self._transport = EmbeddedTransport(db)
         self._closed = False
+        self._tasks: TaskGroup | None = None
+        self._watcher = Watcher(self._transport, self._spawn)
+
+    def _spawn(self, fn: Callable[[str], Coroutine[Any, Any, None]], arg: str) -> None:
+        if self._tasks is None:
+            raise RuntimeError(
+                "this needs the client's background tasks: use `async with AsyncClient() as client`"
+            )
+        self._tasks.start_soon(fn, arg)
 
     async def __aenter__(self) -> Self:
+        await self._transport.aopen()
+        tasks = anyio.create_task_group()
+        await tasks.__aenter__()
+        self._tasks = tasks
         return self
 
     async def __aexit__(
@@ -88,7 +103,13 @@ class AsyncClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        try:
+            if self._tasks is not None:
+                tasks, self._tasks = self._tasks, None
+                tasks.cancel_scope.cancel()  # background pollers have nothing left to serve
+                await tasks.__aexit__(exc_type, exc, tb)
+        finally:
+            await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connection pool or the embedded database. Safe to call twice."""

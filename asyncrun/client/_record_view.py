@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+from .. import kinds
 from .._core.records import Metadata, Run, Status
 
 
@@ -62,6 +64,14 @@ class RecordView:
     def user(self) -> str | None:
         """The user the run belongs to."""
         return self.record.user
+
+    def __getattr__(self, name: str) -> Any:
+        # Kind-specific methods (``result()`` of python+job, ...) live with the kind.
+        if not name.startswith("_"):
+            kind = kinds.get(self.record.kind)
+            if kind is not None and name in kind.methods:
+                return functools.partial(kind.methods[name], self.record)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RecordView):

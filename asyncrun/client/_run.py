@@ -1,15 +1,35 @@
 from __future__ import annotations
 
 import os
+import random
 import tempfile
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anyio
 import anyio.to_thread
 
 from .. import _serde
-from .._core.records import Run
+from .._core.errors import TransportError, WaitTimeout
+from .._core.polling import Backoff
+from .._core.records import LogLine, Run
 from ._record_view import RecordView
+from ._watch import mark_deleted
+
+LOG_PAGE = 5000
+RESUME_WITHIN = 30.0
+"""Seconds a broken log stream keeps being resumed before the iterator raises."""
+
+
+async def _flatten(batches: AsyncGenerator[list[LogLine], None]) -> AsyncGenerator[LogLine, None]:
+    async with aclosing(batches):
+        async for batch in batches:
+            for line in batch:
+                yield line
+
 
 if TYPE_CHECKING:
     from ._client import AsyncClient
@@ -82,6 +102,124 @@ class AsyncRun(RecordView):
         path = self._client.context / f"runs-{self.id}.yaml"
         await anyio.to_thread.run_sync(_write_atomically, path, _serde.to_yaml(self._record))
         return str(path)
+
+    async def run(self) -> AsyncRun:
+        """Start the run (CREATED -> BUILT -> READY; the backend then takes it to RUNNING).
+
+        Returns:
+            The run, refreshed.
+
+        Raises:
+            InvalidTransition: if the run was already started.
+        """
+        self._record = await self._client._transport.action(self.project, self.id, "run")
+        return self
+
+    async def stop(self) -> AsyncRun:
+        """Stop the run: SIGTERM to its process, SIGKILL after the grace period; ends STOPPED.
+
+        Returns:
+            The run, refreshed (STOP until the process has ended; ``wait()`` for STOPPED).
+
+        Raises:
+            InvalidTransition: if the run is not READY, PENDING or RUNNING.
+        """
+        self._record = await self._client._transport.action(self.project, self.id, "stop")
+        return self
+
+    async def resume(self) -> AsyncRun:
+        """Start a STOPPED run again: a new execution, whose logs follow the old ones.
+
+        Returns:
+            The run, refreshed.
+
+        Raises:
+            InvalidTransition: if the run is not STOPPED.
+        """
+        self._record = await self._client._transport.action(self.project, self.id, "resume")
+        return self
+
+    async def wait(self, log_info: bool = True, timeout: float | None = None) -> AsyncRun:
+        """Wait until the run is COMPLETED, ERROR, STOPPED or DELETED.
+
+        Every wait of a client shares one poller, and the server answers it as soon as the run
+        changes. Cancel it like any task.
+
+        Args:
+            log_info: Log each state change through the ``asyncrun`` logger (INFO).
+            timeout: Seconds to wait at most; ``None`` waits as long as it takes.
+
+        Returns:
+            The run, refreshed (state DELETED if it was deleted meanwhile).
+
+        Raises:
+            WaitTimeout: if ``timeout`` passed first.
+        """
+        try:
+            with anyio.fail_after(timeout):
+                run, deleted = await self._client._watcher.wait(
+                    self.project, self.id, log_info=log_info
+                )
+        except TimeoutError:
+            raise WaitTimeout(
+                f"run {self.id!r} did not finish within {timeout} s "
+                f"(last seen {self._record.status.state}); wait again or stop() it",
+                detail={"id": self.id, "timeout": timeout},
+            ) from None
+        if deleted:
+            self._record = mark_deleted(self._record, datetime.now(UTC))
+        else:
+            assert run is not None
+            self._record = run
+        return self
+
+    def logs(self, follow: bool = False, offset: int = 0) -> AsyncIterator[LogLine]:
+        """The run's log lines, in order.
+
+        Args:
+            follow: Keep streaming new lines as they are written, until the run is terminal
+                and its last line was delivered. A broken connection is resumed from the last
+                offset, with no gap and no duplicate.
+            offset: First line to deliver (a ``LogLine.offset``).
+
+        Returns:
+            An async iterator of :class:`~asyncrun.LogLine`.
+
+        Raises:
+            TransportError: (while iterating) if a broken stream cannot be resumed.
+        """
+        return _flatten(self._log_batches(follow, offset))
+
+    async def _log_batches(self, follow: bool, offset: int) -> AsyncGenerator[list[LogLine], None]:
+        transport = self._client._transport
+        if not follow:
+            while True:
+                lines = await transport.read_logs(self.project, self.id, offset, LOG_PAGE)
+                if not lines:
+                    return
+                yield lines
+                offset = lines[-1].offset + 1
+        attempt = 0
+        broken_since: float | None = None
+        while True:
+            try:
+                async for batch in transport.follow_logs(self.project, self.id, offset):
+                    batch = [line for line in batch if line.offset >= offset]
+                    if batch:
+                        yield batch
+                        offset = batch[-1].offset + 1
+                    attempt, broken_since = 0, None
+                return
+            except TransportError as exc:
+                now = anyio.current_time()
+                broken_since = now if broken_since is None else broken_since
+                if now - broken_since > RESUME_WITHIN:
+                    raise TransportError(
+                        f"the log stream of run {self.id!r} broke at offset {offset} and could "
+                        f"not be resumed within {RESUME_WITHIN:g} s: {exc}"
+                    ) from exc
+                await anyio.sleep(Backoff().delay(attempt, random.random()))
+                attempt += 1
 
     async def delete(self) -> None:
         """Delete the run from the backend (a missing run raises :class:`~asyncrun.NotFound`)."""

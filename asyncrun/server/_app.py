@@ -15,7 +15,7 @@ from typing import Any, Final
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import _serde
@@ -28,7 +28,7 @@ from .._core.errors import (
     ValidationError,
 )
 from .._core.protocol import API_PREFIX, etag, parse_if_match
-from .._core.query import ListQuery
+from .._core.query import ListQuery, WatchQuery
 from .._core.records import Run, check_name
 from ._openapi import openapi_document
 from ._service import RunService
@@ -37,6 +37,29 @@ log = logging.getLogger("asyncrun.server")
 
 DEFAULT_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
 _JSON: Final = "application/json"
+_NDJSON: Final = "application/x-ndjson"
+
+
+def _int_param(raw: str | None, field: str, default: int, low: int, high: int) -> int:
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ValidationError(
+            f"{field} must be an integer from {low} to {high}", detail={"field": field}
+        )
+    return value
+
+
+def _bool_param(raw: str | None, field: str) -> bool:
+    if raw is None or raw.lower() in ("false", "0", "no"):
+        return False
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    raise ValidationError(f"{field} must be true or false", detail={"field": field})
 
 
 def _json(data: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -104,7 +127,7 @@ class Api:
         project, _ = _path_names(request)
         params = request.query_params
         query = ListQuery.from_params({key: params.getlist(key) for key in params})
-        page = await self.service.list(project, query)
+        page = await self.service.list_runs(project, query)
         return _json(
             {"items": [_serde.to_dict(run) for run in page.runs], "next_cursor": page.next_cursor}
         )
@@ -126,6 +149,73 @@ class Api:
         assert id_ is not None
         await self.service.delete(project, id_)
         return Response(status_code=204)
+
+    async def action(self, request: Request) -> Response:
+        project, id_ = _path_names(request)
+        assert id_ is not None
+        name = request.path_params["action"]
+        act = {"run": self.service.run, "stop": self.service.stop, "resume": self.service.resume}
+        if name not in act:
+            raise NotFound(f"no action {name!r}; actions are run, stop and resume")
+        return _run_response(await act[name](project, id_))
+
+    async def watch(self, request: Request) -> Response:
+        project, _ = _path_names(request)
+        if request.method == "POST":
+            body = await self._body(request)
+            if not isinstance(body, dict):
+                raise ValidationError("the watch body must be a JSON object")
+            query = WatchQuery.from_data(body)
+        else:
+            params = request.query_params
+            query = WatchQuery.from_params({key: params.getlist(key) for key in params})
+        changes = await self.service.watch(
+            project, query.ids, query.since, query.timeout, query.fresh
+        )
+        return _json(
+            {
+                "seq": changes.seq,
+                "runs": [_serde.to_dict(run) for run in changes.runs],
+                "missing": changes.missing,
+            }
+        )
+
+    async def logs(self, request: Request) -> Response:
+        project, id_ = _path_names(request)
+        assert id_ is not None
+        params = request.query_params
+        unknown = sorted(set(params) - {"offset", "limit", "follow"})
+        if unknown:
+            raise ValidationError(
+                f"unknown query parameter {unknown[0]!r}", detail={"field": unknown[0]}
+            )
+        offset = _int_param(params.get("offset"), "offset", 0, 0, 2**62)
+        follow = _bool_param(params.get("follow"), "follow")
+        if not follow:
+            limit = _int_param(params.get("limit"), "limit", 1000, 1, 10_000)
+            lines = await self.service.read_logs(project, id_, offset, limit)
+            return _json(
+                {
+                    "lines": [_serde.log_line_to_dict(line) for line in lines],
+                    "next_offset": lines[-1].offset + 1 if lines else offset,
+                }
+            )
+        await self.service.get(project, id_)  # a missing run is a 404, not an empty stream
+        return StreamingResponse(self._stream(project, id_, offset), media_type=_NDJSON)
+
+    async def _stream(self, project: str, id_: str, offset: int) -> AsyncIterator[bytes]:
+        # One chunk per batch the store had ready; the last line is the end marker, so a client
+        # can tell a finished stream from a broken connection.
+        try:
+            async for batch in self.service.follow_logs(project, id_, offset):
+                yield (
+                    b"".join(_serde.dumps(_serde.log_line_to_dict(line)) + b"\n" for line in batch)
+                    or b"\n"
+                )  # an empty batch is a heartbeat: a blank line
+            end: dict[str, Any] = {"end": True}
+        except NotFound:
+            end = {"end": True, "deleted": True}
+        yield _serde.dumps(end) + b"\n"
 
     async def openapi(self, request: Request) -> Response:
         return _json(openapi_document())
@@ -169,17 +259,24 @@ def create_app(service: RunService, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        lost = await service.reap_lost()
+        if lost:
+            log.warning("marked %d run(s) whose process was lost as ERROR", len(lost))
         try:
             yield
         finally:
             service.close()
 
     routes = [
+        # runs:watch first: "{project}/runs:watch" must not be read as a run id.
+        Route(f"{runs}:watch", api.watch, methods=["GET", "POST"]),
         Route(runs, api.create_run, methods=["POST"]),
         Route(runs, api.list_runs, methods=["GET"]),
         Route(f"{runs}/{{id}}", api.get_run, methods=["GET"]),
         Route(f"{runs}/{{id}}", api.update_run, methods=["PUT"]),
         Route(f"{runs}/{{id}}", api.delete_run, methods=["DELETE"]),
+        Route(f"{runs}/{{id}}/logs", api.logs, methods=["GET"]),
+        Route(f"{runs}/{{id}}/{{action}}", api.action, methods=["POST"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/healthz", api.health, methods=["GET"]),
     ]

@@ -1,21 +1,40 @@
 """The service layer: every rule about run records, shared by the HTTP app and the embedded backend.
 
-Handlers and transports only translate; validation, revisions and state rules live here.
+Handlers and transports only translate; validation, revisions, state rules, execution, logs and
+watches live here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
+import anyio
 import attrs
 
-from .. import _serde
-from .._core.errors import NotFound, ValidationError
-from .._core.query import ListQuery
-from .._core.records import Run, Transition
+from .. import _serde, kinds
+from .._core.errors import InvalidTransition, NotFound, ValidationError
+from .._core.query import Changes, ListQuery
+from .._core.records import LogLine, Run, State, Transition
+from .._core.states import TERMINAL, check_action, path_to, transition
+from ._executor import LocalExecutor
 from ._store._sqlite import SQLiteStore, cursor_after
+
+WATCH_POLL: Final = 0.01
+"""Seconds between two looks at the change sequence while a watch or a log follow waits."""
+REAP_EVERY: Final = 1.0
+"""Seconds between two checks, during a watch, that the watched runs' supervisors live."""
+LOG_PAGE: Final = 5000
+HEARTBEAT: Final = 5.0
+"""Seconds of silence after which a log follow sends an empty batch."""
+STARTING_US: Final = 60_000_000
+"""A supervisor that has not recorded its pid this long after its start is taken as lost."""
+LOST: Final = (
+    "the process running this run was lost (its supervisor died or the machine restarted); "
+    "start a new run"
+)
 
 
 def utc_now() -> datetime:
@@ -31,21 +50,42 @@ class Page:
     next_cursor: str | None
 
 
+def _validate_spec(kind_name: str, spec: dict[str, Any]) -> None:
+    kind = kinds.get(kind_name)
+    if kind is None:
+        return
+    try:
+        kind.validate(spec)
+    except ValueError as exc:
+        raise ValidationError(
+            f"invalid spec for {kind_name}: {exc}", detail={"field": "spec"}
+        ) from None
+
+
 class RunService:
-    """Create, read, update, delete and list runs.
+    """Create, read, update, delete, list, run, stop, resume, watch and read logs of runs.
 
     Args:
         store: Where records are kept.
+        executor: Starts jobs; ``None`` refuses ``run()``.
         clock: Returns the current time; tests pass a fixed clock.
     """
 
-    def __init__(self, store: SQLiteStore, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        store: SQLiteStore,
+        executor: LocalExecutor | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self.store = store
+        self.executor = executor
         self.clock = clock
 
     def close(self) -> None:
         """Release the store."""
         self.store.close()
+
+    # -- records --------------------------------------------------------------------------
 
     async def create(self, project: str, data: Any) -> Run:
         """Validate and store a new run; the server stamps times and revision 1.
@@ -60,6 +100,7 @@ class RunService:
                 f"the run names project {run.project!r} but was sent to project {project!r}",
                 detail={"field": "project"},
             )
+        _validate_spec(run.kind, run.spec)
         now = self.clock()
         metadata = attrs.evolve(
             run.metadata, created=run.metadata.created or now, updated=now, revision=1
@@ -116,6 +157,7 @@ class RunService:
                 f"the kind of a run cannot change (it is {current.kind!r})",
                 detail={"field": "kind"},
             )
+        _validate_spec(incoming.kind, incoming.spec)
         expected = incoming.metadata.revision if revision is None else revision
         metadata = attrs.evolve(
             incoming.metadata,
@@ -135,20 +177,205 @@ class RunService:
         return run
 
     async def delete(self, project: str, id: str) -> None:
-        """Delete a run.
+        """Delete a run; a running job is stopped first (without waiting for it).
 
         Raises:
             NotFound: if there is no such run.
         """
+        execution = self.store.latest_execution(project, id)
+        if execution is not None and self.executor is not None:
+            self.executor.signal_stop(execution)
         if not self.store.delete(project, id):
             raise NotFound(
                 f"no run {id!r} in project {project!r}", detail={"project": project, "id": id}
             )
 
-    async def list(self, project: str, query: ListQuery) -> Page:
+    async def list_runs(self, project: str, query: ListQuery) -> Page:
         """One page of a project's runs matching ``query``, newest first."""
-        runs = self.store.list(project, query)
+        runs = self.store.list_runs(project, query)
         if len(runs) > query.limit:
             runs = runs[: query.limit]
             return Page(runs, cursor_after(runs[-1]).encode())
         return Page(runs, None)
+
+    # -- actions --------------------------------------------------------------------------
+
+    def _move(self, run: Run, *states: State, message: str | None = None) -> Run:
+        now = self.clock()
+        status = run.status
+        for state in states:
+            status = transition(status, state, now, message)
+        return attrs.evolve(run, status=status, metadata=attrs.evolve(run.metadata, updated=now))
+
+    def _act(self, project: str, id: str, action: str, target: State) -> Run:
+        def change(run: Run) -> Run:
+            check_action(action, run.status.state)
+            return self._move(run, *path_to(run.status.state, target))
+
+        return self.store.modify(project, id, change)
+
+    async def run(self, project: str, id: str) -> Run:
+        """Start a run: CREATED -> BUILT -> READY, then its supervisor takes it to RUNNING.
+
+        Raises:
+            NotFound: if there is no such run.
+            InvalidTransition: if the run was already started.
+            ValidationError: if its kind cannot be executed or its spec is invalid.
+        """
+        run = await self.get(project, id)
+        kind = kinds.get(run.kind)
+        if kind is None or self.executor is None:
+            raise ValidationError(
+                f"runs of kind {run.kind!r} cannot be executed by this backend; "
+                f"executable kinds: {', '.join(kinds.names()) if self.executor else 'none'}",
+                detail={"field": "kind"},
+            )
+        _validate_spec(run.kind, run.spec)
+        self._act(project, id, "run", State.READY)
+        return await self._launch(project, id)
+
+    async def resume(self, project: str, id: str) -> Run:
+        """Start a STOPPED run again: a new execution whose logs follow the old ones.
+
+        Raises:
+            NotFound: if there is no such run.
+            InvalidTransition: if the run is not STOPPED.
+        """
+        self._act(project, id, "resume", State.READY)
+        return await self._launch(project, id)
+
+    async def _launch(self, project: str, id: str) -> Run:
+        assert self.executor is not None
+        number = self.store.new_execution(project, id)
+        try:
+            await self.executor.start(project, id, number)
+        except (OSError, ValueError) as exc:
+            message = f"cannot start the supervisor: {exc}"
+            return self.store.modify(
+                project, id, lambda r: self._move(r, State.ERROR, message=message)
+            )
+        return await self.get(project, id)
+
+    async def stop(self, project: str, id: str) -> Run:
+        """Ask a run to stop: STOP now, STOPPED once its process has ended.
+
+        Raises:
+            NotFound: if there is no such run.
+            InvalidTransition: if the run is not READY, PENDING or RUNNING.
+        """
+        run = self._act(project, id, "stop", State.STOP)
+        execution = self.store.latest_execution(project, id)
+        signalled = (
+            execution is not None
+            and self.executor is not None
+            and self.executor.signal_stop(execution)
+        )
+        if not signalled and execution is not None and execution.pid is not None:
+            # The supervisor is already gone: nobody else will finish the stop.
+            run = self.store.modify(
+                project,
+                id,
+                lambda r: (
+                    self._move(r, State.STOPPED, message="stopped")
+                    if r.status.state is State.STOP
+                    else r
+                ),
+            )
+        return run
+
+    async def reap_lost(self, project: str | None = None, ids: Sequence[str] = ()) -> list[str]:
+        """Mark runs whose supervisor is gone as ERROR; returns their ids.
+
+        With no ``project``, every active run is checked (done when a backend starts).
+        """
+        if self.executor is None:
+            return []
+        lost = []
+        for run, execution in self.store.active_runs():
+            if project is not None and (run.project != project or run.id not in ids):
+                continue
+            if (
+                execution is not None
+                and execution.pid is None
+                and time.time_ns() // 1000 - execution.reserved_us < STARTING_US
+            ):
+                continue  # still starting: its supervisor has not written its pid yet
+            if execution is not None and self.executor.is_alive(execution):
+                continue
+
+            def lose(r: Run) -> Run:
+                if r.status.state in TERMINAL:
+                    return r
+                if r.status.state is State.STOP:
+                    return self._move(r, State.STOPPED, message="stopped (process already gone)")
+                return self._move(r, State.ERROR, message=LOST)
+
+            try:
+                self.store.modify(run.project, run.id, lose)
+            except (NotFound, InvalidTransition):
+                continue
+            lost.append(run.id)
+        return lost
+
+    # -- watch and logs -------------------------------------------------------------------
+
+    async def watch(
+        self,
+        project: str,
+        ids: Sequence[str],
+        since: int,
+        timeout: float,
+        fresh: Sequence[str] = (),
+    ) -> Changes:
+        """Wait up to ``timeout`` seconds until a watched run changes after ``since``.
+
+        ``fresh`` ids (just added by the watcher) are reported at once whatever their sequence.
+        Returns early with whatever changed; returns empty changes at the timeout.
+        """
+        deadline = anyio.current_time() + timeout
+        next_reap = anyio.current_time() + REAP_EVERY
+        while True:
+            changes = self.store.changes(project, ids, since, fresh)
+            if changes.runs or changes.missing or anyio.current_time() >= deadline:
+                return changes
+            seq = changes.seq
+            while self.store.current_seq() == seq and anyio.current_time() < deadline:
+                await anyio.sleep(WATCH_POLL)
+                if anyio.current_time() >= next_reap:
+                    next_reap = anyio.current_time() + REAP_EVERY
+                    await self.reap_lost(project, [*ids, *fresh])
+            fresh = ()
+
+    async def read_logs(self, project: str, id: str, offset: int, limit: int) -> list[LogLine]:
+        """Up to ``limit`` log lines from ``offset`` on.
+
+        Raises:
+            NotFound: if there is no such run.
+        """
+        await self.get(project, id)
+        return self.store.read_logs(project, id, offset, limit)
+
+    async def follow_logs(self, project: str, id: str, offset: int) -> AsyncIterator[list[LogLine]]:
+        """Every log line from ``offset`` on as it is written, in batches.
+
+        Ends once the run is terminal and its last line has been delivered (its supervisor
+        writes the lines before the state).
+
+        Raises:
+            NotFound: if there is no such run (or it is deleted while followed).
+        """
+        await self.get(project, id)
+        while True:
+            run = await self.get(project, id)  # the state first, then the lines: no line is missed
+            lines = self.store.read_logs(project, id, offset, LOG_PAGE)
+            if lines:
+                yield lines
+                offset = lines[-1].offset + 1
+                continue
+            if run.status.state in TERMINAL:
+                return
+            seq = self.store.current_seq()
+            for _ in range(10):
+                await anyio.sleep(WATCH_POLL)
+                if self.store.read_logs(project, id, offset, 1) or self.store.current_seq() != seq:
+                    break

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import AsyncIterator
 from typing import Any
 
-from ..._core.query import ListQuery
-from ..._core.records import Run
+from ..._core.query import Changes, ListQuery, WatchQuery
+from ..._core.records import LogLine, Run
 
 
 class AsyncTransport(abc.ABC):
@@ -13,6 +14,9 @@ class AsyncTransport(abc.ABC):
     Both transports hand the service the same plain data, so validation happens in one place:
     the service layer.
     """
+
+    async def aopen(self) -> None:  # noqa: B027  (optional hook)
+        """Prepare the backend (called when the client is entered)."""
 
     @abc.abstractmethod
     async def create_run(self, project: str, data: dict[str, Any]) -> Run: ...
@@ -30,6 +34,26 @@ class AsyncTransport(abc.ABC):
 
     @abc.abstractmethod
     async def list_runs(self, project: str, query: ListQuery) -> tuple[list[Run], str | None]: ...
+
+    @abc.abstractmethod
+    async def action(self, project: str, id: str, action: str) -> Run:
+        """Run ``run``, ``stop`` or ``resume`` on a run and return it."""
+
+    @abc.abstractmethod
+    async def watch(self, project: str, query: WatchQuery) -> Changes:
+        """Long-poll for changes among watched runs."""
+
+    @abc.abstractmethod
+    async def read_logs(self, project: str, id: str, offset: int, limit: int) -> list[LogLine]:
+        """Up to ``limit`` log lines from ``offset`` on."""
+
+    @abc.abstractmethod
+    def follow_logs(self, project: str, id: str, offset: int) -> AsyncIterator[list[LogLine]]:
+        """Batches of log lines from ``offset`` on as they are written.
+
+        Ends normally only once the run is terminal and every line was delivered; a broken
+        stream raises :class:`~asyncrun.TransportError` (the caller resumes from its offset).
+        """
 
     @abc.abstractmethod
     async def aclose(self) -> None: ...

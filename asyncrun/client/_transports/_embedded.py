@@ -1,21 +1,31 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from ..._core.query import ListQuery
-from ..._core.records import Run
+from ..._core.query import Changes, ListQuery, WatchQuery
+from ..._core.records import LogLine, Run
+from ...server._executor import LocalExecutor
 from ...server._service import RunService
 from ...server._store._sqlite import SQLiteStore
 from ._base import AsyncTransport
 
 
 class EmbeddedTransport(AsyncTransport):
-    """The service layer in this process, on a SQLite file: nothing to start."""
+    """The service layer in this process, on a SQLite file: nothing to start.
 
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = db_path
-        self._service = RunService(SQLiteStore(db_path))
+    Jobs run under detached supervisors that write to the same file, so they outlive the
+    client that started them.
+    """
+
+    def __init__(self, db_path: Path, *, stop_grace: float = 10.0) -> None:
+        self.db_path = db_path.resolve()
+        executor = LocalExecutor(self.db_path, stop_grace=stop_grace)
+        self._service = RunService(SQLiteStore(self.db_path), executor)
+
+    async def aopen(self) -> None:
+        await self._service.reap_lost()
 
     async def create_run(self, project: str, data: dict[str, Any]) -> Run:
         return await self._service.create(project, data)
@@ -30,8 +40,23 @@ class EmbeddedTransport(AsyncTransport):
         await self._service.delete(project, id)
 
     async def list_runs(self, project: str, query: ListQuery) -> tuple[list[Run], str | None]:
-        page = await self._service.list(project, query)
+        page = await self._service.list_runs(project, query)
         return page.runs, page.next_cursor
+
+    async def action(self, project: str, id: str, action: str) -> Run:
+        act = {"run": self._service.run, "stop": self._service.stop, "resume": self._service.resume}
+        return await act[action](project, id)
+
+    async def watch(self, project: str, query: WatchQuery) -> Changes:
+        return await self._service.watch(
+            project, query.ids, query.since, query.timeout, query.fresh
+        )
+
+    async def read_logs(self, project: str, id: str, offset: int, limit: int) -> list[LogLine]:
+        return await self._service.read_logs(project, id, offset, limit)
+
+    def follow_logs(self, project: str, id: str, offset: int) -> AsyncIterator[list[LogLine]]:
+        return self._service.follow_logs(project, id, offset)
 
     async def aclose(self) -> None:
         self._service.close()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -7,8 +8,8 @@ import httpx
 from ... import _serde
 from ..._core.errors import AsyncRunError, TransportError, error_from_body
 from ..._core.protocol import etag, runs_path
-from ..._core.query import ListQuery
-from ..._core.records import Run
+from ..._core.query import Changes, ListQuery, WatchQuery
+from ..._core.records import LogLine, Run
 from ._base import AsyncTransport
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -26,6 +27,7 @@ class HTTPTransport(AsyncTransport):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
+        self.timeout = timeout
         headers = {"User-Agent": "asyncrun"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -44,6 +46,7 @@ class HTTPTransport(AsyncTransport):
         params: list[tuple[str, str]] | None = None,
         body: Any = None,
         headers: dict[str, str] | None = None,
+        timeout: float | None = None,
     ) -> httpx.Response:
         content = None if body is None else _serde.dumps(body)
         try:
@@ -53,6 +56,7 @@ class HTTPTransport(AsyncTransport):
                 params=None if params is None else tuple(params),
                 content=content,
                 headers={**_JSON_HEADERS, **(headers or {})},
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
             )
         except httpx.TimeoutException as exc:
             raise TransportError(
@@ -96,6 +100,50 @@ class HTTPTransport(AsyncTransport):
         response = await self._send("GET", runs_path(project), params=query.to_params())
         page = _serde.loads(response.content)
         return [_serde.from_dict(item) for item in page["items"]], page["next_cursor"]
+
+    async def action(self, project: str, id: str, action: str) -> Run:
+        response = await self._send("POST", runs_path(project, id, action))
+        return _serde.run_from_json(response.content)
+
+    async def watch(self, project: str, query: WatchQuery) -> Changes:
+        # The server may hold the request for query.timeout: allow that on top of the usual.
+        response = await self._send(
+            "POST",
+            runs_path(project) + ":watch",
+            body=query.to_body(),
+            timeout=query.timeout + self.timeout,
+        )
+        data = _serde.loads(response.content)
+        return Changes(
+            data["seq"], [_serde.from_dict(run) for run in data["runs"]], data["missing"]
+        )
+
+    async def read_logs(self, project: str, id: str, offset: int, limit: int) -> list[LogLine]:
+        params = [("offset", str(offset)), ("limit", str(limit))]
+        response = await self._send("GET", runs_path(project, id, "logs"), params=params)
+        data = _serde.loads(response.content)
+        return [_serde.log_line_from_dict(line) for line in data["lines"]]
+
+    async def follow_logs(self, project: str, id: str, offset: int) -> AsyncIterator[list[LogLine]]:
+        path = runs_path(project, id, "logs")
+        params = {"offset": str(offset), "follow": "true"}
+        try:
+            async with self._http.stream("GET", path, params=params) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise self._error(response)
+                async for text in response.aiter_lines():
+                    if not text:
+                        continue  # heartbeat
+                    data = _serde.loads(text)
+                    if "end" in data:
+                        return
+                    yield [_serde.log_line_from_dict(data)]
+        except httpx.HTTPError as exc:
+            raise TransportError(
+                f"the log stream of run {id!r} broke: {exc or type(exc).__name__}"
+            ) from exc
+        raise TransportError(f"the log stream of run {id!r} ended before the run did")
 
     async def aclose(self) -> None:
         await self._http.aclose()

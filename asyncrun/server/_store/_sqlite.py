@@ -2,21 +2,27 @@
 
 Calls are synchronous and short (sub-millisecond on this workload); they run on the event loop's
 thread because a thread hop would cost more than the query. Writes use ``BEGIN IMMEDIATE`` so
-concurrent writers queue on SQLite's lock instead of failing half-way.
+concurrent writers (the server, supervisors of running jobs, embedded clients) queue on SQLite's
+lock instead of failing half-way. Every write bumps a global change sequence, which is what
+``runs:watch`` waits on.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+import attrs
+
 from ... import _serde
-from ..._core.errors import AlreadyExists, RevisionConflict
-from ..._core.query import Cursor, ListQuery, to_microseconds
-from ..._core.records import Run
+from ..._core.errors import AlreadyExists, NotFound, RevisionConflict
+from ..._core.query import Changes, Cursor, ListQuery, to_microseconds
+from ..._core.records import LogLine, Run, State
 
 # Each entry migrates the schema from its index to index + 1; append, never edit.
 MIGRATIONS: Final[Sequence[Sequence[str]]] = (
@@ -40,16 +46,60 @@ MIGRATIONS: Final[Sequence[Sequence[str]]] = (
             PRIMARY KEY (project, label, id)
         )""",
     ),
+    (
+        "ALTER TABLE runs ADD COLUMN seq INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX runs_by_seq ON runs (project, seq)",
+        "CREATE INDEX runs_by_state ON runs (state)",
+        "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        "INSERT INTO counters VALUES ('seq', 0)",
+        """CREATE TABLE logs (
+            project TEXT NOT NULL,
+            id TEXT NOT NULL,
+            line_no INTEGER NOT NULL,
+            stream TEXT NOT NULL,
+            time_us INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            PRIMARY KEY (project, id, line_no)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE executions (
+            project TEXT NOT NULL,
+            id TEXT NOT NULL,
+            execution INTEGER NOT NULL,
+            reserved_us INTEGER NOT NULL,
+            pid INTEGER,
+            pid_started REAL,
+            PRIMARY KEY (project, id, execution)
+        )""",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
+_ACTIVE: Final = (State.READY, State.PENDING, State.RUNNING, State.STOP)
 
 
 class SchemaTooNew(RuntimeError):
     """The database was written by a newer asyncrun than this one."""
 
 
+@attrs.frozen
+class Execution:
+    """One start of a run: the supervisor process that drives it."""
+
+    number: int
+    reserved_us: int
+    pid: int | None
+    pid_started: float | None
+
+
+def _from_us(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1_000_000, UTC)
+
+
+def _not_found(project: str, id: str) -> NotFound:
+    return NotFound(f"no run {id!r} in project {project!r}", detail={"project": project, "id": id})
+
+
 class SQLiteStore:
-    """Run records in one SQLite file."""
+    """Run records, their logs and executions in one SQLite file."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -60,7 +110,6 @@ class SQLiteStore:
         # last transactions on power loss; FULL would cost an fsync per commit.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.execute("PRAGMA foreign_keys=ON")
         self._migrate()
 
     def close(self) -> None:
@@ -100,7 +149,17 @@ class SQLiteStore:
         return int(self._db.execute("SELECT version FROM schema_version").fetchone()[0])
 
     @staticmethod
-    def _row(run: Run) -> tuple[object, ...]:
+    def _next_seq(db: sqlite3.Connection) -> int:
+        row = db.execute(
+            "UPDATE counters SET value = value + 1 WHERE name = 'seq' RETURNING value"
+        ).fetchone()
+        return int(row[0])
+
+    def current_seq(self) -> int:
+        """The newest change sequence number."""
+        return int(self._db.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()[0])
+
+    def _row(self, db: sqlite3.Connection, run: Run) -> tuple[object, ...]:
         created = run.metadata.created
         assert created is not None, "the service sets metadata.created"
         return (
@@ -110,6 +169,7 @@ class SQLiteStore:
             to_microseconds(created),
             run.metadata.revision,
             _serde.dumps(run),
+            self._next_seq(db),
             run.project,
             run.id,
         )
@@ -130,9 +190,9 @@ class SQLiteStore:
         with self._write() as db:
             try:
                 db.execute(
-                    "INSERT INTO runs (kind, name, state, created_us, revision, doc, project, id)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    self._row(run),
+                    "INSERT INTO runs (kind, name, state, created_us, revision, doc, seq,"
+                    " project, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    self._row(db, run),
                 )
             except sqlite3.IntegrityError:
                 raise AlreadyExists(
@@ -142,6 +202,17 @@ class SQLiteStore:
                 ) from None
             self._set_labels(db, run)
 
+    def _update(self, db: sqlite3.Connection, run: Run, expected_revision: int) -> bool:
+        cursor = db.execute(
+            "UPDATE runs SET kind = ?, name = ?, state = ?, created_us = ?, revision = ?,"
+            " doc = ?, seq = ? WHERE project = ? AND id = ? AND revision = ?",
+            (*self._row(db, run), expected_revision),
+        )
+        if cursor.rowcount != 1:
+            return False
+        self._set_labels(db, run)
+        return True
+
     def replace(self, run: Run, expected_revision: int) -> None:
         """Overwrite a run if it is still at ``expected_revision``.
 
@@ -149,18 +220,35 @@ class SQLiteStore:
             RevisionConflict: if another write happened since that revision.
         """
         with self._write() as db:
-            cursor = db.execute(
-                "UPDATE runs SET kind = ?, name = ?, state = ?, created_us = ?, revision = ?,"
-                " doc = ? WHERE project = ? AND id = ? AND revision = ?",
-                (*self._row(run), expected_revision),
-            )
-            if cursor.rowcount != 1:
+            if not self._update(db, run, expected_revision):
                 raise RevisionConflict(
                     f"run {run.id!r} changed since revision {expected_revision}: "
                     "refresh() it and apply your change again",
                     detail={"id": run.id, "expected_revision": expected_revision},
                 )
-            self._set_labels(db, run)
+
+    def modify(self, project: str, id: str, change: Callable[[Run], Run]) -> Run:
+        """Read a run, apply ``change`` and write the result, all in one transaction.
+
+        ``change`` is a pure function; if it raises, nothing is written. The revision is
+        bumped here, so concurrent writers (server, supervisors) serialise on SQLite's lock.
+
+        Raises:
+            NotFound: if there is no such run.
+        """
+        with self._write() as db:
+            row = db.execute(
+                "SELECT doc FROM runs WHERE project = ? AND id = ?", (project, id)
+            ).fetchone()
+            if row is None:
+                raise _not_found(project, id)
+            current = _serde.run_from_json(row[0])
+            revision = current.metadata.revision
+            new = change(current)
+            new = attrs.evolve(new, metadata=attrs.evolve(new.metadata, revision=revision + 1))
+            updated = self._update(db, new, revision)
+            assert updated, "the row is locked by this transaction"
+            return new
 
     def get(self, project: str, id: str) -> Run | None:
         """Read one run, or ``None``."""
@@ -170,13 +258,16 @@ class SQLiteStore:
         return None if row is None else _serde.run_from_json(row[0])
 
     def delete(self, project: str, id: str) -> bool:
-        """Remove a run; ``False`` if it did not exist."""
+        """Remove a run with its logs and executions; ``False`` if it did not exist."""
         with self._write() as db:
             cursor = db.execute("DELETE FROM runs WHERE project = ? AND id = ?", (project, id))
-            db.execute("DELETE FROM run_labels WHERE project = ? AND id = ?", (project, id))
+            for table in ("run_labels", "logs", "executions"):
+                db.execute(f"DELETE FROM {table} WHERE project = ? AND id = ?", (project, id))
+            if cursor.rowcount == 1:
+                self._next_seq(db)  # a deletion is a change watchers must see
             return cursor.rowcount == 1
 
-    def list(self, project: str, query: ListQuery) -> list[Run]:
+    def list_runs(self, project: str, query: ListQuery) -> list[Run]:
         """Runs of a project matching ``query``, newest first, at most ``query.limit + 1``.
 
         One extra row is read so the caller can tell whether another page follows.
@@ -216,6 +307,112 @@ class SQLiteStore:
         )
         args.append(query.limit + 1)
         return [_serde.run_from_json(row[0]) for row in self._db.execute(sql, args)]
+
+    def changes(
+        self, project: str, ids: Sequence[str], since: int, fresh: Sequence[str] = ()
+    ) -> Changes:
+        """Watched runs written after ``since`` (``fresh`` ones whatever their sequence).
+
+        Watched ids that do not exist are listed as missing.
+        """
+        seq = self.current_seq()
+        wanted = [*ids, *fresh]
+        marks = ",".join("?" * len(wanted))
+        rows = self._db.execute(
+            f"SELECT id, seq, doc FROM runs WHERE project = ? AND id IN ({marks})",
+            (project, *wanted),
+        ).fetchall()
+        found = {row[0] for row in rows}
+        always = set(fresh)
+        runs = [_serde.run_from_json(doc) for id_, s, doc in rows if s > since or id_ in always]
+        return Changes(seq, runs, [id_ for id_ in dict.fromkeys(wanted) if id_ not in found])
+
+    def active_runs(self) -> list[tuple[Run, Execution | None]]:
+        """Runs that should have a live supervisor, each with its latest execution."""
+        marks = ",".join("?" * len(_ACTIVE))
+        rows = self._db.execute(
+            f"SELECT doc FROM runs WHERE state IN ({marks})", [str(s) for s in _ACTIVE]
+        ).fetchall()
+        out = []
+        for (doc,) in rows:
+            run = _serde.run_from_json(doc)
+            out.append((run, self.latest_execution(run.project, run.id)))
+        return out
+
+    # -- executions -----------------------------------------------------------------------
+
+    def latest_execution(self, project: str, id: str) -> Execution | None:
+        """The newest execution of a run, if it was ever started."""
+        row = self._db.execute(
+            "SELECT execution, reserved_us, pid, pid_started FROM executions"
+            " WHERE project = ? AND id = ? ORDER BY execution DESC LIMIT 1",
+            (project, id),
+        ).fetchone()
+        return None if row is None else Execution(*row)
+
+    def new_execution(self, project: str, id: str) -> int:
+        """Reserve the next execution number of a run."""
+        with self._write() as db:
+            row = db.execute(
+                "SELECT coalesce(max(execution), 0) + 1 FROM executions"
+                " WHERE project = ? AND id = ?",
+                (project, id),
+            ).fetchone()
+            number = int(row[0])
+            db.execute(
+                "INSERT INTO executions VALUES (?, ?, ?, ?, NULL, NULL)",
+                (project, id, number, time.time_ns() // 1000),
+            )
+            return number
+
+    def set_execution_pid(
+        self, project: str, id: str, number: int, pid: int, pid_started: float
+    ) -> None:
+        """Record which process drives an execution."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE executions SET pid = ?, pid_started = ?"
+                " WHERE project = ? AND id = ? AND execution = ?",
+                (pid, pid_started, project, id, number),
+            )
+
+    # -- logs -----------------------------------------------------------------------------
+
+    def append_logs(
+        self, project: str, id: str, lines: Iterable[tuple[str, int, str]], keep: int
+    ) -> int:
+        """Append ``(stream, time_us, text)`` lines; keep only the newest ``keep`` lines.
+
+        Returns:
+            The offset the next line will get.
+        """
+        with self._write() as db:
+            row = db.execute(
+                "SELECT coalesce(max(line_no), -1) + 1 FROM logs WHERE project = ? AND id = ?",
+                (project, id),
+            ).fetchone()
+            start = int(row[0])
+            batch = [
+                (project, id, start + i, stream, time_us, text)
+                for i, (stream, time_us, text) in enumerate(lines)
+            ]
+            db.executemany("INSERT INTO logs VALUES (?, ?, ?, ?, ?, ?)", batch)
+            end = start + len(batch)
+            if end > keep:
+                db.execute(
+                    "DELETE FROM logs WHERE project = ? AND id = ? AND line_no < ?",
+                    (project, id, end - keep),
+                )
+            return end
+
+    def read_logs(self, project: str, id: str, offset: int, limit: int) -> list[LogLine]:
+        """Up to ``limit`` lines of a run's log from ``offset`` on."""
+        rows = self._db.execute(
+            "SELECT line_no, stream, time_us, text FROM logs"
+            " WHERE project = ? AND id = ? AND line_no >= ? ORDER BY line_no LIMIT ?",
+            (project, id, offset, limit),
+        ).fetchall()
+        return [LogLine(no, stream, _from_us(time_us), text) for no, stream, time_us, text in rows]
 
 
 def cursor_after(run: Run) -> Cursor:

@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Any
+
+import anyio
+import attrs
+
+from .._core.errors import TransportError
+from .._core.polling import Backoff
+from .._core.query import WatchQuery
+from .._core.records import Run, State, Transition
+from .._core.states import TERMINAL
+from ._transports._base import AsyncTransport
+
+log = logging.getLogger("asyncrun")
+
+_BACKOFF = Backoff()
+HOLD = 20.0
+"""Seconds the server may hold a watch request when nothing changes."""
+
+
+@attrs.define(eq=False)
+class _Waiter:
+    done: anyio.Event = attrs.Factory(anyio.Event)
+    run: Run | None = None
+    deleted: bool = False
+    log_info: bool = False
+    last_state: State | None = None
+
+
+class Watcher:
+    """One poller per project for every ``wait()`` of a client.
+
+    Each tick sends one watch request naming every waited id of the project; the server holds
+    it until one of them changes (long-poll), so 10,000 concurrent waits cost one request per
+    change, not 10,000, and a wait wakes within milliseconds of its run's change.
+    """
+
+    def __init__(
+        self,
+        transport: AsyncTransport,
+        spawn: Callable[[Callable[[str], Coroutine[Any, Any, None]], str], None],
+        *,
+        hold: float = HOLD,
+        backoff: Backoff = _BACKOFF,
+    ) -> None:
+        self._transport = transport
+        self._spawn = spawn
+        self._hold = hold
+        self._backoff = backoff
+        self._waiters: dict[str, dict[str, list[_Waiter]]] = {}
+        self._fresh: dict[str, set[str]] = {}
+        self._polls: dict[str, anyio.CancelScope] = {}
+
+    async def wait(self, project: str, id: str, *, log_info: bool) -> tuple[Run | None, bool]:
+        """Block until run ``id`` is terminal or deleted.
+
+        Returns:
+            The terminal run (``None`` if it was deleted) and whether it was deleted.
+        """
+        waiter = _Waiter(log_info=log_info)
+        by_id = self._waiters.setdefault(project, {})
+        new_id = id not in by_id
+        by_id.setdefault(id, []).append(waiter)
+        if new_id:
+            self._fresh.setdefault(project, set()).add(id)
+        if len(by_id) == 1 and new_id and project not in self._polls:
+            self._polls[project] = anyio.CancelScope()
+            self._spawn(self._loop, project)
+        elif new_id:
+            self._polls[project].cancel()  # re-issue the long-poll with the new id in it
+        try:
+            await waiter.done.wait()
+        finally:
+            waiters = by_id.get(id, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                by_id.pop(id, None)
+        return waiter.run, waiter.deleted
+
+    async def _loop(self, project: str) -> None:
+        by_id = self._waiters[project]
+        since = 0
+        attempt = 0
+        try:
+            while by_id:
+                fresh = self._fresh.pop(project, set()) & by_id.keys()
+                query = WatchQuery(
+                    tuple(i for i in by_id if i not in fresh), tuple(fresh), since, self._hold
+                )
+                with self._polls[project] as scope:
+                    try:
+                        changes = await self._transport.watch(project, query)
+                    except TransportError as exc:
+                        changes = None
+                        delay = self._backoff.delay(attempt, random.random())
+                        attempt += 1
+                        log.warning("watching runs failed (%s); retrying in %.2fs", exc, delay)
+                        await anyio.sleep(delay)
+                if changes is None or scope.cancel_called:
+                    self._fresh.setdefault(project, set()).update(fresh)
+                    self._polls[project] = anyio.CancelScope()
+                    continue
+                attempt = 0
+                since = changes.seq
+                for run in changes.runs:
+                    self._dispatch(by_id.get(run.id, []), run)
+                for missing in changes.missing:
+                    for waiter in by_id.get(missing, []):
+                        waiter.deleted = True
+                        waiter.done.set()
+        finally:
+            self._polls.pop(project, None)
+            if not by_id:
+                self._waiters.pop(project, None)
+
+    @staticmethod
+    def _dispatch(waiters: list[_Waiter], run: Run) -> None:
+        state = run.status.state
+        for waiter in waiters:
+            if waiter.log_info and state is not waiter.last_state:
+                message = f": {run.status.message}" if run.status.message else ""
+                log.info("run %s/%s is %s%s", run.project, run.id, state, message)
+            waiter.last_state = state
+            if state in TERMINAL:
+                waiter.run = run
+                waiter.done.set()
+
+
+def mark_deleted(run: Run, now: datetime) -> Run:
+    """A copy of ``run`` whose state says it was deleted while waited for."""
+    transitions = [Transition(State.DELETED, now, "deleted"), *run.status.transitions]
+    status = attrs.evolve(
+        run.status, state=State.DELETED, message="deleted", transitions=transitions
+    )
+    return attrs.evolve(run, status=status)
