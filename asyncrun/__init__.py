@@ -20,8 +20,9 @@ from ._core.errors import (
     ValidationError,
     WaitTimeout,
 )
-from ._core.records import Metadata, State, Status, Transition
+from ._core.records import LogLine, Metadata, State, Status, Transition
 from ._core.records import Run as RunRecord
+from ._job import current_run
 from .client import AsyncClient, AsyncRun
 from .sync import Client, Run
 
@@ -36,6 +37,7 @@ __all__ = [
     "Client",
     "Conflict",
     "InvalidTransition",
+    "LogLine",
     "MalformedRequest",
     "Metadata",
     "NotFound",
@@ -52,4 +54,5 @@ __all__ = [
     "ValidationError",
     "WaitTimeout",
     "__version__",
+    "current_run",
 ]

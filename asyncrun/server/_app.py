@@ -259,9 +259,7 @@ def create_app(service: RunService, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        lost = await service.reap_lost()
-        if lost:
-            log.warning("marked %d run(s) whose process was lost as ERROR", len(lost))
+        await service.reap_lost()  # runs lost while no server ran end as ERROR, not RUNNING
         try:
             yield
         finally:

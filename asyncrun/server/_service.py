@@ -6,7 +6,6 @@ watches live here.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -15,7 +14,7 @@ import anyio
 import attrs
 
 from .. import _serde, kinds
-from .._core.errors import InvalidTransition, NotFound, ValidationError
+from .._core.errors import NotFound, ValidationError
 from .._core.query import Changes, ListQuery
 from .._core.records import LogLine, Run, State, Transition
 from .._core.states import TERMINAL, check_action, path_to, transition
@@ -25,16 +24,10 @@ from ._store._sqlite import SQLiteStore, cursor_after
 WATCH_POLL: Final = 0.01
 """Seconds between two looks at the change sequence while a watch or a log follow waits."""
 REAP_EVERY: Final = 1.0
-"""Seconds between two checks, during a watch, that the watched runs' supervisors live."""
+"""Seconds between two checks, during a watch, that an agent serves unfinished runs."""
 LOG_PAGE: Final = 5000
 HEARTBEAT: Final = 5.0
 """Seconds of silence after which a log follow sends an empty batch."""
-STARTING_US: Final = 60_000_000
-"""A supervisor that has not recorded its pid this long after its start is taken as lost."""
-LOST: Final = (
-    "the process running this run was lost (its supervisor died or the machine restarted); "
-    "start a new run"
-)
 
 
 def utc_now() -> datetime:
@@ -184,7 +177,7 @@ class RunService:
         """
         execution = self.store.latest_execution(project, id)
         if execution is not None and self.executor is not None:
-            self.executor.signal_stop(execution)
+            self.executor.kill(execution)
         if not self.store.delete(project, id):
             raise NotFound(
                 f"no run {id!r} in project {project!r}", detail={"project": project, "id": id}
@@ -246,76 +239,35 @@ class RunService:
 
     async def _launch(self, project: str, id: str) -> Run:
         assert self.executor is not None
-        number = self.store.new_execution(project, id)
+        self.store.new_execution(project, id)  # the agent picks it up from the store
         try:
-            await self.executor.start(project, id, number)
-        except (OSError, ValueError) as exc:
-            message = f"cannot start the supervisor: {exc}"
+            await self.executor.ensure_agent()
+        except OSError as exc:
+            message = f"cannot start the agent that runs jobs: {exc}"
             return self.store.modify(
                 project, id, lambda r: self._move(r, State.ERROR, message=message)
             )
         return await self.get(project, id)
 
     async def stop(self, project: str, id: str) -> Run:
-        """Ask a run to stop: STOP now, STOPPED once its process has ended.
+        """Ask a run to stop: STOP now, STOPPED once the agent has ended its process.
 
         Raises:
             NotFound: if there is no such run.
             InvalidTransition: if the run is not READY, PENDING or RUNNING.
         """
         run = self._act(project, id, "stop", State.STOP)
-        execution = self.store.latest_execution(project, id)
-        signalled = (
-            execution is not None
-            and self.executor is not None
-            and self.executor.signal_stop(execution)
-        )
-        if not signalled and execution is not None and execution.pid is not None:
-            # The supervisor is already gone: nobody else will finish the stop.
-            run = self.store.modify(
-                project,
-                id,
-                lambda r: (
-                    self._move(r, State.STOPPED, message="stopped")
-                    if r.status.state is State.STOP
-                    else r
-                ),
-            )
+        await self.reap_lost()
         return run
 
-    async def reap_lost(self, project: str | None = None, ids: Sequence[str] = ()) -> list[str]:
-        """Mark runs whose supervisor is gone as ERROR; returns their ids.
+    async def reap_lost(self) -> None:
+        """Make sure an agent serves unfinished executions.
 
-        With no ``project``, every active run is checked (done when a backend starts).
+        A new agent starts pending executions and marks runs whose job died with a previous
+        agent as ERROR (or STOPPED when they were being stopped): no run stays RUNNING forever.
         """
-        if self.executor is None:
-            return []
-        lost = []
-        for run, execution in self.store.active_runs():
-            if project is not None and (run.project != project or run.id not in ids):
-                continue
-            if (
-                execution is not None
-                and execution.pid is None
-                and time.time_ns() // 1000 - execution.reserved_us < STARTING_US
-            ):
-                continue  # still starting: its supervisor has not written its pid yet
-            if execution is not None and self.executor.is_alive(execution):
-                continue
-
-            def lose(r: Run) -> Run:
-                if r.status.state in TERMINAL:
-                    return r
-                if r.status.state is State.STOP:
-                    return self._move(r, State.STOPPED, message="stopped (process already gone)")
-                return self._move(r, State.ERROR, message=LOST)
-
-            try:
-                self.store.modify(run.project, run.id, lose)
-            except (NotFound, InvalidTransition):
-                continue
-            lost.append(run.id)
-        return lost
+        if self.executor is not None and self.store.open_executions():
+            await self.executor.ensure_agent()
 
     # -- watch and logs -------------------------------------------------------------------
 
@@ -343,7 +295,7 @@ class RunService:
                 await anyio.sleep(WATCH_POLL)
                 if anyio.current_time() >= next_reap:
                     next_reap = anyio.current_time() + REAP_EVERY
-                    await self.reap_lost(project, [*ids, *fresh])
+                    await self.reap_lost()
             fresh = ()
 
     async def read_logs(self, project: str, id: str, offset: int, limit: int) -> list[LogLine]:

@@ -54,7 +54,11 @@ class Client:
         self._stack = ExitStack()
         self._portal: BlockingPortal = self._stack.enter_context(start_blocking_portal(backend))
         try:
-            self._async: AsyncClient = self._portal.call(self._open, endpoint, token, kwargs)
+            client = self._portal.call(self._open, endpoint, token, kwargs)
+            # Entered and exited by one task in the portal, so its background tasks live there.
+            self._async: AsyncClient = self._stack.enter_context(
+                self._portal.wrap_async_context_manager(client)
+            )
         except BaseException:
             self._stack.close()
             raise
@@ -100,11 +104,8 @@ class Client:
         with self._lock:
             if self._closed:
                 return
-            try:
-                self._call(self._async.aclose)
-            finally:
-                self._closed = True
-                self._stack.close()
+            self._closed = True
+            self._stack.close()  # exits the async client in the portal, then stops the portal
 
     @property
     def context(self) -> Path:

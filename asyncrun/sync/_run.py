@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from .._core.records import LogLine
 from .._core.records import Run as RunRecord
 from ..client._record_view import RecordView
 from ..client._run import AsyncRun
@@ -37,6 +39,43 @@ class Run(RecordView):
     def export(self) -> str:
         """Write the run as YAML in the context folder and return the file's path."""
         return self._client._call(self._async.export)
+
+    def run(self) -> Run:
+        """Start the run; see ``AsyncRun.run``."""
+        self._client._call(self._async.run)
+        return self
+
+    def stop(self) -> Run:
+        """Stop the run; see ``AsyncRun.stop``."""
+        self._client._call(self._async.stop)
+        return self
+
+    def resume(self) -> Run:
+        """Start a STOPPED run again; see ``AsyncRun.resume``."""
+        self._client._call(self._async.resume)
+        return self
+
+    def wait(self, log_info: bool = True, timeout: float | None = None) -> Run:
+        """Block until the run is terminal; see ``AsyncRun.wait``.
+
+        Raises:
+            WaitTimeout: if ``timeout`` passed first.
+        """
+        self._client._call(self._async.wait, log_info, timeout)
+        return self
+
+    def logs(self, follow: bool = False, offset: int = 0) -> Iterator[LogLine]:
+        """The run's log lines as a plain iterator; see ``AsyncRun.logs``."""
+        batches = self._async._log_batches(follow, offset)
+        try:
+            while True:
+                try:
+                    batch = self._client._call(batches.__anext__)  # one hop per batch, not line
+                except StopAsyncIteration:
+                    return
+                yield from batch
+        finally:
+            self._client._call(batches.aclose)
 
     def delete(self) -> None:
         """Delete the run from the backend."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,12 +68,13 @@ MIGRATIONS: Final[Sequence[Sequence[str]]] = (
             reserved_us INTEGER NOT NULL,
             pid INTEGER,
             pid_started REAL,
+            ended_us INTEGER,
             PRIMARY KEY (project, id, execution)
         )""",
+        "CREATE INDEX executions_open ON executions (ended_us) WHERE ended_us IS NULL",
     ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
-_ACTIVE: Final = (State.READY, State.PENDING, State.RUNNING, State.STOP)
 
 
 class SchemaTooNew(RuntimeError):
@@ -82,12 +83,19 @@ class SchemaTooNew(RuntimeError):
 
 @attrs.frozen
 class Execution:
-    """One start of a run: the supervisor process that drives it."""
+    """One start of a run and the job process that carries it out.
 
+    ``pid`` is ``None`` until the agent has started the job; ``ended_us`` is set once the
+    agent has recorded how it ended.
+    """
+
+    project: str
+    id: str
     number: int
     reserved_us: int
     pid: int | None
     pid_started: float | None
+    ended_us: int | None
 
 
 def _from_us(value: int) -> datetime:
@@ -327,31 +335,28 @@ class SQLiteStore:
         runs = [_serde.run_from_json(doc) for id_, s, doc in rows if s > since or id_ in always]
         return Changes(seq, runs, [id_ for id_ in dict.fromkeys(wanted) if id_ not in found])
 
-    def active_runs(self) -> list[tuple[Run, Execution | None]]:
-        """Runs that should have a live supervisor, each with its latest execution."""
-        marks = ",".join("?" * len(_ACTIVE))
-        rows = self._db.execute(
-            f"SELECT doc FROM runs WHERE state IN ({marks})", [str(s) for s in _ACTIVE]
-        ).fetchall()
-        out = []
-        for (doc,) in rows:
-            run = _serde.run_from_json(doc)
-            out.append((run, self.latest_execution(run.project, run.id)))
-        return out
-
     # -- executions -----------------------------------------------------------------------
+
+    _EXECUTION = (
+        "SELECT project, id, execution, reserved_us, pid, pid_started, ended_us FROM executions"
+    )
 
     def latest_execution(self, project: str, id: str) -> Execution | None:
         """The newest execution of a run, if it was ever started."""
         row = self._db.execute(
-            "SELECT execution, reserved_us, pid, pid_started FROM executions"
-            " WHERE project = ? AND id = ? ORDER BY execution DESC LIMIT 1",
+            f"{self._EXECUTION} WHERE project = ? AND id = ? ORDER BY execution DESC LIMIT 1",
             (project, id),
         ).fetchone()
         return None if row is None else Execution(*row)
 
+    def open_executions(self, *, unstarted: bool = False) -> list[Execution]:
+        """Executions that have not ended (only those not started yet, if ``unstarted``)."""
+        where = "WHERE ended_us IS NULL" + (" AND pid IS NULL" if unstarted else "")
+        rows = self._db.execute(f"{self._EXECUTION} {where}").fetchall()
+        return [Execution(*row) for row in rows]
+
     def new_execution(self, project: str, id: str) -> int:
-        """Reserve the next execution number of a run."""
+        """Reserve the next execution number of a run (the agent will start it)."""
         with self._write() as db:
             row = db.execute(
                 "SELECT coalesce(max(execution), 0) + 1 FROM executions"
@@ -360,7 +365,7 @@ class SQLiteStore:
             ).fetchone()
             number = int(row[0])
             db.execute(
-                "INSERT INTO executions VALUES (?, ?, ?, ?, NULL, NULL)",
+                "INSERT INTO executions VALUES (?, ?, ?, ?, NULL, NULL, NULL)",
                 (project, id, number, time.time_ns() // 1000),
             )
             return number
@@ -368,7 +373,7 @@ class SQLiteStore:
     def set_execution_pid(
         self, project: str, id: str, number: int, pid: int, pid_started: float
     ) -> None:
-        """Record which process drives an execution."""
+        """Record the job process of an execution."""
         with self._write() as db:
             db.execute(
                 "UPDATE executions SET pid = ?, pid_started = ?"
@@ -376,34 +381,48 @@ class SQLiteStore:
                 (pid, pid_started, project, id, number),
             )
 
+    def end_execution(self, project: str, id: str, number: int) -> None:
+        """Mark an execution as ended."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE executions SET ended_us = ? WHERE project = ? AND id = ? AND execution = ?",
+                (time.time_ns() // 1000, project, id, number),
+            )
+
+    def ids_in_state(self, state: State) -> set[tuple[str, str]]:
+        """``(project, id)`` of every run in ``state``."""
+        rows = self._db.execute("SELECT project, id FROM runs WHERE state = ?", (str(state),))
+        return {(project, id_) for project, id_ in rows}
+
     # -- logs -----------------------------------------------------------------------------
 
     def append_logs(
-        self, project: str, id: str, lines: Iterable[tuple[str, int, str]], keep: int
-    ) -> int:
-        """Append ``(stream, time_us, text)`` lines; keep only the newest ``keep`` lines.
+        self, lines: Mapping[tuple[str, str], Sequence[tuple[str, int, str]]], keep: int
+    ) -> None:
+        """Append ``(stream, time_us, text)`` lines to several runs' logs in one transaction.
 
-        Returns:
-            The offset the next line will get.
+        Only the newest ``keep`` lines of each run are kept. Runs deleted meanwhile are skipped.
         """
         with self._write() as db:
-            row = db.execute(
-                "SELECT coalesce(max(line_no), -1) + 1 FROM logs WHERE project = ? AND id = ?",
-                (project, id),
-            ).fetchone()
-            start = int(row[0])
-            batch = [
-                (project, id, start + i, stream, time_us, text)
-                for i, (stream, time_us, text) in enumerate(lines)
-            ]
-            db.executemany("INSERT INTO logs VALUES (?, ?, ?, ?, ?, ?)", batch)
-            end = start + len(batch)
-            if end > keep:
-                db.execute(
-                    "DELETE FROM logs WHERE project = ? AND id = ? AND line_no < ?",
-                    (project, id, end - keep),
+            for (project, id), batch in lines.items():
+                row = db.execute(
+                    "SELECT coalesce(max(line_no), -1) + 1 FROM logs WHERE project = ? AND id = ?",
+                    (project, id),
+                ).fetchone()
+                start = int(row[0])
+                db.executemany(
+                    "INSERT INTO logs VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (project, id, start + i, stream, time_us, text)
+                        for i, (stream, time_us, text) in enumerate(batch)
+                    ],
                 )
-            return end
+                end = start + len(batch)
+                if end > keep:
+                    db.execute(
+                        "DELETE FROM logs WHERE project = ? AND id = ? AND line_no < ?",
+                        (project, id, end - keep),
+                    )
 
     def read_logs(self, project: str, id: str, offset: int, limit: int) -> list[LogLine]:
         """Up to ``limit`` lines of a run's log from ``offset`` on."""

@@ -1,0 +1,405 @@
+"""The agent: one process per database that executes every run of that database.
+
+The service never talks to jobs directly. It writes what it wants into the store (a new
+execution to start, a run in state STOP) and makes sure an agent is alive; the agent polls the
+store, starts jobs, pumps their stdout and stderr into the log table line by line, stops them
+(SIGTERM to the job's process group, SIGKILL after the grace period) and records how they ended.
+
+Why one agent rather than one supervisor per run: starting a job then costs a fork and an exec,
+not a Python interpreter; thousands of runs share one event loop of ``selectors``. Why a
+separate process: jobs outlive the server or embedded client that started them, and a server
+restart loses nothing.
+
+One agent per database is guaranteed by an exclusive ``flock`` on ``<db>.agent.lock``, which the
+service also uses to tell whether an agent is alive. Every job gets ``PR_SET_PDEATHSIG``, so if
+the agent dies its jobs die with it; the next agent marks their runs ERROR (lost). An agent with
+nothing to do exits after ``--idle-exit`` seconds; the service starts a new one when needed.
+
+Usage: ``python -m asyncrun.server._agent --db PATH [--endpoint URL] [--grace S] ...``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import fcntl
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+import psutil
+
+from .. import kinds
+from .._core.errors import NotFound
+from .._core.records import Run, State
+from .._core.states import TERMINAL, transition
+from ._store._sqlite import Execution, SQLiteStore
+
+POLL = 0.01
+"""Seconds between two looks at the store for new executions and stop requests."""
+FLUSH = 0.02
+"""Seconds log lines may wait before they are written (or FLUSH_LINES, whichever first)."""
+FLUSH_LINES = 5000
+MAX_LINE_BYTES = 64 * 1024
+PIPE_GRACE = 2.0
+"""Seconds to keep reading after a job exited while a grandchild still holds its pipes."""
+LOST = (
+    "the process running this run was lost (its agent died or the machine restarted); "
+    "start a new run"
+)
+_PR_SET_PDEATHSIG = 1
+
+
+def lock_path(db: Path) -> Path:
+    """The lock file held by the database's agent."""
+    return db.with_name(db.name + ".agent.lock")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def move(run: Run, *states: State, message: str | None = None, **extra: Any) -> Run:
+    """``run`` moved through ``states`` (each recorded), with ``extra`` status keys set."""
+    now = _now()
+    status = run.status
+    for state in states:
+        if status.state is not state:
+            status = transition(status, state, now, message)
+    status = attrs.evolve(status, extra={**status.extra, **extra})
+    return attrs.evolve(run, status=status, metadata=attrs.evolve(run.metadata, updated=now))
+
+
+def _die_with_parent() -> None:  # pragma: no cover  (runs in the child between fork and exec)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _killpg(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+@attrs.define(eq=False)
+class Job:
+    """One running execution."""
+
+    execution: Execution
+    kind: kinds.Kind
+    scratch: Path
+    proc: subprocess.Popen[bytes]
+    pipes: dict[int, tuple[str, IO[bytes]]]
+    stop_sent: float | None = None
+    exited_at: float | None = None
+    stop_requested: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.execution.project, self.execution.id)
+
+
+class Agent:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.db = Path(args.db)
+        self.store = SQLiteStore(self.db)
+        self.selector = selectors.DefaultSelector()
+        self.jobs: dict[tuple[str, str], Job] = {}
+        self.pending: dict[tuple[str, str], list[tuple[str, int, str]]] = {}
+        self.partial: dict[tuple[str, str, str], bytes] = {}
+        self.last_flush = time.monotonic()
+        self.lock: IO[bytes] | None = None
+        self.terminating = False
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the client
+
+    def _on_term(self, signum: int, frame: object) -> None:
+        self.terminating = True
+
+    # -- the lock -------------------------------------------------------------------------
+
+    def acquire(self) -> bool:
+        handle = lock_path(self.db).open("ab")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self.lock = handle
+        return True
+
+    def release(self) -> None:
+        if self.lock is not None:
+            fcntl.flock(self.lock, fcntl.LOCK_UN)
+            self.lock.close()
+            self.lock = None
+
+    # -- main loop ------------------------------------------------------------------------
+
+    def main(self) -> int:
+        if not self.acquire():
+            return 0  # another agent serves this database
+        try:
+            self.recover()
+            idle_since = time.monotonic()
+            last_poll = 0.0
+            while True:
+                self.read_pipes()
+                now = time.monotonic()
+                if now - last_poll >= POLL:
+                    last_poll = now
+                    self.poll_store(now)
+                if self.pending and (
+                    now - self.last_flush >= FLUSH
+                    or sum(map(len, self.pending.values())) >= FLUSH_LINES
+                ):
+                    self.flush_logs()
+                self.reap(now)
+                if self.jobs:
+                    idle_since = now
+                elif self.terminating or now - idle_since >= self.args.idle_exit:
+                    if self.try_exit():
+                        return 0
+                    idle_since = now
+                if not self.db.exists():
+                    return 0  # the database was removed: nothing left to serve
+        finally:
+            for job in self.jobs.values():
+                _killpg(job.proc.pid, signal.SIGKILL)
+            self.release()
+
+    def try_exit(self) -> bool:
+        # Release first, then look once more: a launch that saw the lock held is seen here.
+        self.release()
+        if not self.store.open_executions(unstarted=True):
+            return True
+        return not self.acquire()
+
+    def recover(self) -> None:
+        """Executions started by a previous agent that died: their jobs are lost."""
+        for execution in self.store.open_executions():
+            if execution.pid is None:
+                continue
+            if _is_alive(execution):
+                _killpg(execution.pid, signal.SIGKILL)  # no agent reads its output any more
+
+            def lose(r: Run) -> Run:
+                if r.status.state in TERMINAL:
+                    return r
+                if r.status.state is State.STOP:
+                    return move(r, State.STOPPED, message="stopped (its process was already gone)")
+                return move(r, State.ERROR, message=LOST)
+
+            self._modify(execution.project, execution.id, lose)
+            self.store.end_execution(execution.project, execution.id, execution.number)
+
+    def poll_store(self, now: float) -> None:
+        for execution in self.store.open_executions(unstarted=True):
+            if (execution.project, execution.id) not in self.jobs:
+                self.start(execution)
+        if not self.jobs:
+            return
+        stopping = self.store.ids_in_state(State.STOP)
+        for key, job in self.jobs.items():
+            if key in stopping or self.terminating:
+                job.stop_requested = True
+            if job.stop_requested and job.stop_sent is None:
+                job.stop_sent = now
+                _killpg(job.proc.pid, signal.SIGTERM)
+            if job.stop_sent is not None and now - job.stop_sent > self.args.grace:
+                _killpg(job.proc.pid, signal.SIGKILL)
+
+    # -- starting -------------------------------------------------------------------------
+
+    def _modify(self, project: str, id: str, change: Callable[[Run], Run]) -> Run | None:
+        try:
+            return self.store.modify(project, id, change)
+        except NotFound:
+            return None  # deleted meanwhile
+
+    def _env(self, execution: Execution, extra: dict[str, str]) -> dict[str, str]:
+        env = {**os.environ, **extra}
+        env["ASYNCRUN_RUN_PROJECT"] = execution.project
+        env["ASYNCRUN_RUN_ID"] = execution.id
+        if self.args.endpoint:
+            env["ASYNCRUN_ENDPOINT"] = self.args.endpoint
+        else:
+            env.pop("ASYNCRUN_ENDPOINT", None)
+            env["ASYNCRUN_HOME"] = str(self.db.parent)
+        return env
+
+    def start(self, execution: Execution) -> None:
+        project, id_, number = execution.project, execution.id, execution.number
+        run = self.store.get(project, id_)
+        if run is None or run.status.state is not State.READY:
+            if run is not None and run.status.state is State.STOP:
+                self._modify(project, id_, lambda r: move(r, State.STOPPED, message="stopped"))
+            self.store.end_execution(project, id_, number)
+            return
+        kind = kinds.get(run.kind)
+        scratch = Path(tempfile.mkdtemp(prefix="asyncrun-"))
+        try:
+            if kind is None:
+                raise ValueError(f"no kind {run.kind!r} is registered in the agent")
+            spec = kind.process(run.spec, scratch)
+            proc = subprocess.Popen(
+                spec.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=spec.cwd,
+                env=self._env(execution, spec.env),
+                start_new_session=True,  # its own process group: stop() signals all of it
+                preexec_fn=_die_with_parent,
+            )
+        except (OSError, ValueError) as exc:
+            shutil.rmtree(scratch, ignore_errors=True)
+            message = f"cannot start the job: {exc}"
+            self._modify(project, id_, lambda r: move(r, State.ERROR, message=message))
+            self.store.end_execution(project, id_, number)
+            return
+        try:
+            started = psutil.Process(proc.pid).create_time()
+        except psutil.Error:
+            started = 0.0  # already gone: it is reaped below like any other
+        self.store.set_execution_pid(project, id_, number, proc.pid, started)
+        execution = attrs.evolve(execution, pid=proc.pid, pid_started=started)
+        pipes = {}
+        for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+            assert pipe is not None
+            os.set_blocking(pipe.fileno(), False)
+            self.selector.register(pipe, selectors.EVENT_READ, (execution.project, id_, name))
+            pipes[pipe.fileno()] = (name, pipe)
+        job = Job(execution, kind, scratch, proc, pipes)
+        self.jobs[job.key] = job
+
+        def running(r: Run) -> Run:
+            if r.status.state is State.STOP:
+                job.stop_requested = True
+                return r
+            return move(r, State.RUNNING)
+
+        if self._modify(project, id_, running) is None:
+            job.stop_requested = True
+
+    # -- output ---------------------------------------------------------------------------
+
+    def read_pipes(self) -> None:
+        timeout = POLL if self.jobs else POLL * 5
+        events = self.selector.select(timeout=timeout) if self.selector.get_map() else []
+        if not events and not self.selector.get_map():
+            time.sleep(timeout)
+        for key, _ in events:
+            project, id_, stream = key.data
+            job = self.jobs[(project, id_)]
+            data = os.read(key.fd, 1 << 16)
+            if data:
+                self.feed(project, id_, stream, data)
+            else:
+                self.close_pipe(job, key.fd)
+
+    def close_pipe(self, job: Job, fd: int) -> None:
+        stream, pipe = job.pipes.pop(fd)
+        self.feed(job.execution.project, job.execution.id, stream, b"", final=True)
+        self.selector.unregister(pipe)
+        pipe.close()
+
+    def feed(self, project: str, id: str, stream: str, data: bytes, *, final: bool = False) -> None:
+        key = (project, id, stream)
+        data = self.partial.pop(key, b"") + data
+        lines = data.split(b"\n")
+        rest = lines.pop()
+        if final and rest:
+            lines.append(rest)
+            rest = b""
+        while len(rest) > MAX_LINE_BYTES:  # an endless line is cut, never buffered forever
+            lines.append(rest[:MAX_LINE_BYTES])
+            rest = rest[MAX_LINE_BYTES:]
+        if rest:
+            self.partial[key] = rest
+        if lines:
+            now_us = time.time_ns() // 1000
+            out = self.pending.setdefault((project, id), [])
+            out.extend(
+                (stream, now_us, line.decode("utf-8", "replace").removesuffix("\r"))
+                for line in lines
+            )
+
+    def flush_logs(self) -> None:
+        if self.pending:
+            self.store.append_logs(self.pending, self.args.keep_lines)
+            self.pending = {}
+        self.last_flush = time.monotonic()
+
+    # -- ending ---------------------------------------------------------------------------
+
+    def reap(self, now: float) -> None:
+        for job in list(self.jobs.values()):
+            if job.exited_at is None and job.proc.poll() is not None:
+                job.exited_at = now
+            if job.exited_at is None:
+                continue
+            if job.pipes and now - job.exited_at < PIPE_GRACE:
+                continue  # drain what the job wrote before it exited
+            for fd in list(job.pipes):
+                self.close_pipe(job, fd)  # a grandchild holds the pipes: stop reading
+            self.finish(job)
+
+    def finish(self, job: Job) -> None:
+        project, id_ = job.key
+        self.flush_logs()  # every line is stored before the state says the run ended
+        _killpg(job.proc.pid, signal.SIGKILL)  # leave nothing of the job's group behind
+        code = job.proc.wait()
+        outcome = job.kind.outcome(code, job.scratch)
+        stopped = job.stop_requested
+
+        def ended(r: Run) -> Run:
+            if stopped or r.status.state is State.STOP:
+                return move(r, State.STOP, State.STOPPED, message="stopped", **outcome.status)
+            if r.status.state in TERMINAL:
+                return r
+            return move(r, outcome.state, message=outcome.message, **outcome.status)
+
+        self._modify(project, id_, ended)
+        self.store.end_execution(project, id_, job.execution.number)
+        shutil.rmtree(job.scratch, ignore_errors=True)
+        del self.jobs[job.key]
+
+
+def _is_alive(execution: Execution) -> bool:
+    if execution.pid is None:
+        return False
+    try:
+        process = psutil.Process(execution.pid)
+        same = abs(process.create_time() - (execution.pid_started or 0.0)) < 0.05
+        return same and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="asyncrun-agent")
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--grace", type=float, default=10.0)
+    parser.add_argument("--keep-lines", type=int, default=100_000)
+    parser.add_argument("--idle-exit", type=float, default=30.0)
+    parser.add_argument("--endpoint", default=None)
+    args = parser.parse_args(argv)
+    with contextlib.suppress(PermissionError):
+        os.setsid()  # detach from the starter's session: its Ctrl-C and exit are not ours
+    return Agent(args).main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
