@@ -45,9 +45,9 @@ def free_port() -> int:
 class ServerProcess:
     """A real ``asyncrun server`` subprocess on loopback."""
 
-    def __init__(self, db: Path, *extra: str) -> None:
+    def __init__(self, db: Path, *extra: str, log_level: str = "warning") -> None:
         self.db = db
-        self.extra = extra
+        self.extra = (*extra, "--log-level", log_level)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = db.with_suffix(".log")
@@ -87,7 +87,7 @@ class ServerProcess:
         if self.proc is None:
             return
         if kill:
-            self.proc.kill()
+            self.proc.kill()  # SIGKILL: no shutdown, like a crash
         else:
             self.proc.terminate()
         try:
@@ -106,11 +106,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc.stop()
 
 
+@pytest.fixture(scope="session")
+def embedded_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # One database (so one agent) for the whole session; each test has its own project.
+    return tmp_path_factory.mktemp("embedded")
+
+
 @pytest.fixture(params=["embedded", "http"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
     """Keyword arguments that point a client at one backend."""
     if request.param == "embedded":
-        return {"home": tmp_path / "embedded"}
+        return {"home": request.getfixturevalue("embedded_home")}
     server: ServerProcess = request.getfixturevalue("server")
     return {"endpoint": server.url}
 
@@ -132,3 +138,31 @@ def sync_client(
 ) -> Iterator[asyncrun.Client]:
     with asyncrun.Client(**backend, backend=anyio_backend, context=tmp_path / "context") as c:
         yield c
+
+
+JOBS_DIR = str(Path(__file__).parent)
+
+
+def job_spec(handler: str, **parameters: Any) -> dict[str, Any]:
+    """A python+job spec calling ``tests/_jobs.py:<handler>``."""
+    return {"handler": f"_jobs:{handler}", "parameters": parameters, "cwd": JOBS_DIR}
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids of live processes whose command line contains ``marker``."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if marker in cmdline and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def agent_pids(db: Path) -> list[int]:
+    """Pids of the agent serving the database ``db``."""
+    return [pid for pid in processes_with(str(db)) if pid in processes_with("_agent")]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -173,7 +173,7 @@ class AsyncRun(RecordView):
             self._record = run
         return self
 
-    def logs(self, follow: bool = False, offset: int = 0) -> AsyncIterator[LogLine]:
+    def logs(self, follow: bool = False, offset: int = 0) -> AsyncGenerator[LogLine, None]:
         """The run's log lines, in order.
 
         Args:
@@ -183,7 +183,8 @@ class AsyncRun(RecordView):
             offset: First line to deliver (a ``LogLine.offset``).
 
         Returns:
-            An async iterator of :class:`~asyncrun.LogLine`.
+            An async generator of :class:`~asyncrun.LogLine`. To stop reading early under
+            Trio, wrap it in ``contextlib.aclosing`` (Trio's rule for async generators).
 
         Raises:
             TransportError: (while iterating) if a broken stream cannot be resumed.
@@ -203,12 +204,14 @@ class AsyncRun(RecordView):
         broken_since: float | None = None
         while True:
             try:
-                async for batch in transport.follow_logs(self.project, self.id, offset):
-                    batch = [line for line in batch if line.offset >= offset]
-                    if batch:
-                        yield batch
-                        offset = batch[-1].offset + 1
-                    attempt, broken_since = 0, None
+                stream = transport.follow_logs(self.project, self.id, offset)
+                async with aclosing(stream):
+                    async for batch in stream:
+                        fresh = [line for line in batch if line.offset >= offset]
+                        if fresh:
+                            yield fresh
+                            offset = fresh[-1].offset + 1
+                        attempt, broken_since = 0, None
                 return
             except TransportError as exc:
                 now = anyio.current_time()

@@ -21,6 +21,9 @@ log = logging.getLogger("asyncrun")
 _BACKOFF = Backoff()
 HOLD = 20.0
 """Seconds the server may hold a watch request when nothing changes."""
+TICK = 0.02
+"""Shortest time between two watch requests of one project: changes arriving faster than this
+are reported together, so the request rate depends on time, never on the number of waits."""
 
 
 @attrs.define(eq=False)
@@ -46,8 +49,10 @@ class Watcher:
         spawn: Callable[[Callable[[str], Coroutine[Any, Any, None]], str], None],
         *,
         hold: float = HOLD,
+        tick: float = TICK,
         backoff: Backoff = _BACKOFF,
     ) -> None:
+        self._tick = tick
         self._transport = transport
         self._spawn = spawn
         self._hold = hold
@@ -89,11 +94,14 @@ class Watcher:
         attempt = 0
         try:
             while by_id:
+                started = anyio.current_time()
                 fresh = self._fresh.pop(project, set()) & by_id.keys()
                 query = WatchQuery(
                     tuple(i for i in by_id if i not in fresh), tuple(fresh), since, self._hold
                 )
-                with self._polls[project] as scope:
+                # A fresh scope per request: a new wait cancels the one in flight (see wait()).
+                scope = self._polls[project] = anyio.CancelScope()
+                with scope:
                     try:
                         changes = await self._transport.watch(project, query)
                     except TransportError as exc:
@@ -104,7 +112,6 @@ class Watcher:
                         await anyio.sleep(delay)
                 if changes is None or scope.cancel_called:
                     self._fresh.setdefault(project, set()).update(fresh)
-                    self._polls[project] = anyio.CancelScope()
                     continue
                 attempt = 0
                 since = changes.seq
@@ -114,6 +121,7 @@ class Watcher:
                     for waiter in by_id.get(missing, []):
                         waiter.deleted = True
                         waiter.done.set()
+                await anyio.sleep(max(0.0, started + self._tick - anyio.current_time()))
         finally:
             self._polls.pop(project, None)
             if not by_id:

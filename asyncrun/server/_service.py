@@ -6,7 +6,7 @@ watches live here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -307,7 +307,9 @@ class RunService:
         await self.get(project, id)
         return self.store.read_logs(project, id, offset, limit)
 
-    async def follow_logs(self, project: str, id: str, offset: int) -> AsyncIterator[list[LogLine]]:
+    async def follow_logs(
+        self, project: str, id: str, offset: int
+    ) -> AsyncGenerator[list[LogLine], None]:
         """Every log line from ``offset`` on as it is written, in batches.
 
         Ends once the run is terminal and its last line has been delivered (its supervisor

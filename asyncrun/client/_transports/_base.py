@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from ..._core.query import Changes, ListQuery, WatchQuery
@@ -48,7 +48,9 @@ class AsyncTransport(abc.ABC):
         """Up to ``limit`` log lines from ``offset`` on."""
 
     @abc.abstractmethod
-    def follow_logs(self, project: str, id: str, offset: int) -> AsyncIterator[list[LogLine]]:
+    def follow_logs(
+        self, project: str, id: str, offset: int
+    ) -> AsyncGenerator[list[LogLine], None]:
         """Batches of log lines from ``offset`` on as they are written.
 
         Ends normally only once the run is terminal and every line was delivered; a broken

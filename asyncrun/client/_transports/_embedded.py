@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,9 @@ class EmbeddedTransport(AsyncTransport):
     async def read_logs(self, project: str, id: str, offset: int, limit: int) -> list[LogLine]:
         return await self._service.read_logs(project, id, offset, limit)
 
-    def follow_logs(self, project: str, id: str, offset: int) -> AsyncIterator[list[LogLine]]:
+    def follow_logs(
+        self, project: str, id: str, offset: int
+    ) -> AsyncGenerator[list[LogLine], None]:
         return self._service.follow_logs(project, id, offset)
 
     async def aclose(self) -> None:

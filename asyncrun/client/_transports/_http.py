@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -124,26 +124,33 @@ class HTTPTransport(AsyncTransport):
         data = _serde.loads(response.content)
         return [_serde.log_line_from_dict(line) for line in data["lines"]]
 
-    async def follow_logs(self, project: str, id: str, offset: int) -> AsyncIterator[list[LogLine]]:
+    async def follow_logs(
+        self, project: str, id: str, offset: int
+    ) -> AsyncGenerator[list[LogLine], None]:
         path = runs_path(project, id, "logs")
         params = {"offset": str(offset), "follow": "true"}
+        ended = False
         try:
             async with self._http.stream("GET", path, params=params) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     raise self._error(response)
+                # Read to the natural end even after the end marker (the server closes right
+                # after it): leaving httpx's generators half-way makes Trio warn about them.
                 async for text in response.aiter_lines():
-                    if not text:
-                        continue  # heartbeat
+                    if not text or ended:
+                        continue  # a heartbeat
                     data = _serde.loads(text)
                     if "end" in data:
-                        return
-                    yield [_serde.log_line_from_dict(data)]
+                        ended = True
+                    else:
+                        yield [_serde.log_line_from_dict(data)]
         except httpx.HTTPError as exc:
             raise TransportError(
                 f"the log stream of run {id!r} broke: {exc or type(exc).__name__}"
             ) from exc
-        raise TransportError(f"the log stream of run {id!r} ended before the run did")
+        if not ended:
+            raise TransportError(f"the log stream of run {id!r} ended before the run did")
 
     async def aclose(self) -> None:
         await self._http.aclose()

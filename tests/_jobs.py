@@ -1,0 +1,34 @@
+"""Handlers of the python+job runs the tests start (imported by the job's child process)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+
+def count(n: int, delay: float = 0.0) -> dict[str, int]:
+    for i in range(n):
+        print(f"line {i}")
+        if delay:
+            time.sleep(delay)
+    return {"n": n}
+
+
+def fail(message: str) -> None:
+    print("about to fail")
+    raise ValueError(message)
+
+
+def identity() -> dict[str, Any]:
+    import asyncrun
+
+    run = asyncrun.current_run()
+    print(f"I am {run.id}")
+    return {"id": run.id, "parameters": run.spec.get("parameters")}
+
+
+def stubborn() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("ignoring SIGTERM", flush=True)
+    time.sleep(3600)
