@@ -193,6 +193,7 @@ def from_dict(data: Any) -> Run:
     Raises:
         ValidationError: naming every field that is missing or has the wrong type.
     """
+    check_depth(data)
     try:
         return validate(converter.structure(data, Run))
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
@@ -223,6 +224,43 @@ def run_from_json(payload: bytes | str) -> Run:
     return from_dict(loads(payload))
 
 
+# Characters a YAML reader may take for line breaks or that plain and single-quoted styles
+# cannot carry: a string holding one is written double-quoted, where they are escaped.
+_YAML_UNSAFE = frozenset("\x85\u2028\u2029\ufeff") | frozenset(map(chr, range(0x20))) - {"\n"}
+
+
+def _represent_str(representer: Any, data: str) -> Any:
+    style = '"' if any(ch in _YAML_UNSAFE for ch in data) else None
+    return representer.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+MAX_DEPTH: Final = 64
+"""Deepest nesting of lists and objects accepted in a record (orjson writes at most 254)."""
+
+
+def check_depth(data: Any, limit: int = MAX_DEPTH) -> None:
+    """Refuse data nested deeper than ``limit`` (iteratively: no recursion to exhaust).
+
+    Raises:
+        ValidationError: naming the limit.
+    """
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value  # type: ignore[assignment]
+        else:
+            continue
+        if depth > limit:
+            raise ValidationError(
+                f"the record is nested deeper than {limit} levels; flatten it",
+                detail={"limit": limit},
+            )
+        stack.extend((child, depth + 1) for child in children)
+
+
 def _yaml() -> YAML:
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
@@ -230,6 +268,7 @@ def _yaml() -> YAML:
     yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
     yaml.allow_unicode = True
     yaml.width = 4096
+    yaml.representer.add_representer(str, _represent_str)  # after the options: it builds one
     return yaml
 
 

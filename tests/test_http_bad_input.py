@@ -444,11 +444,6 @@ def test_wrong_method_is_405(
     assert_nothing_stored(http, server, project, "r1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="package bug: _http_error drops HTTPException.headers, so a 405 has no Allow "
-    "header (RFC 9110 section 15.5.6 requires one)",
-)
 def test_405_says_which_methods_are_allowed(http: httpx.Client, project: str) -> None:
     response = http.request("PATCH", runs_path(project))
     assert response.status_code == 405
@@ -765,11 +760,6 @@ def test_openapi_documents_only_routes_that_exist(
                     assert schema == {"$ref": "#/components/schemas/Error"}, (path, status)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="package bug: /openapi.json does not document GET/POST runs:watch, "
-    "GET runs/{id}/logs nor POST runs/{id}/{action}",
-)
 def test_openapi_documents_every_route(
     http: httpx.Client, app_routes: list[tuple[str, str]]
 ) -> None:
@@ -778,10 +768,9 @@ def test_openapi_documents_every_route(
     assert set(app_routes) - documented == set()
 
 
-# --- known 5xx on bad input (run on their own server) -------------------------------------------
+# --- inputs that once caused a 5xx (run on their own server) ---------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="package bug: 500, see the reason in each case's id")
 @pytest.mark.parametrize(
     "case",
     [
@@ -791,7 +780,9 @@ def test_openapi_documents_every_route(
         "990-label-filters:sqlite-expression-tree-too-large",
     ],
 )
-def test_known_500s_on_bad_input(scratch_server: ServerProcess, project: str, case: str) -> None:
+def test_inputs_that_once_caused_500s_are_4xx(
+    scratch_server: ServerProcess, project: str, case: str
+) -> None:
     with _client(scratch_server, record=False) as client:
         base = runs_path(project)
         if case.startswith("spec-nested"):

@@ -1,4 +1,4 @@
-"""Runs really execute: the same tests on the embedded backend and a real server, asyncio and trio."""
+"""Runs really execute: the same tests on both backends, on asyncio and on trio."""
 
 from __future__ import annotations
 

@@ -283,14 +283,7 @@ def test_sync_run_has_the_async_run_properties() -> None:
     "name",
     [
         "context",
-        pytest.param(
-            "endpoint",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AttributeError,
-                reason="finding: AsyncClient.endpoint has no Client counterpart",
-            ),
-        ),
+        "endpoint",
     ],
 )
 def test_public_client_attributes_are_mirrored(
@@ -395,13 +388,6 @@ TRIO_IN_TRIO_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: Client(backend='trio') created inside trio.run hangs forever: "
-    "trio.from_thread.run_sync refuses a trio thread ('this is a blocking function; call it "
-    "from a thread'), then start_blocking_portal's exit joins a portal it cannot stop",
-)
 def test_trio_portal_inside_trio_run(tmp_path: Path) -> None:
     script = tmp_path / "trio_in_trio.py"
     script.write_text(TRIO_IN_TRIO_SCRIPT)
@@ -645,12 +631,6 @@ def test_forked_child_gets_runtime_error(
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX only")
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: Client.close() in a forked child hangs forever: _call() raises, then "
-    "_stack.close() waits on the parent's portal thread, which does not exist in the child",
-)
 def test_close_in_forked_child_does_not_hang(tmp_path: Path) -> None:
     lines = run_fork_script(tmp_path, {"home": tmp_path / "home"}, "asyncio", "close")
-    assert lines == ["CHILD-EXIT 0", "PARENT-OK"]  # today: CHILD-EXIT -14 (SIGALRM)
+    assert lines == ["CHILD-EXIT 0", "PARENT-OK"]

@@ -9,6 +9,8 @@ from .errors import ValidationError
 
 API_PREFIX: Final = "/api/v1"
 ERROR_CONTENT_TYPE: Final = "application/json"
+MAX_REVISION: Final = 2**63 - 1
+"""Revisions are SQLite integers: anything larger cannot be a revision this API made."""
 
 
 def runs_path(project: str, id: str | None = None, action: str | None = None) -> str:
@@ -38,7 +40,10 @@ def parse_if_match(header: str | None) -> int | None:
     if value.startswith("W/"):
         value = value[2:]
     try:
-        return int(value.strip('"'))
+        revision = int(value.strip('"'))
+        if not 0 <= revision <= MAX_REVISION:
+            raise ValueError(revision)
+        return revision
     except ValueError:
         raise ValidationError(
             f"If-Match must be the ETag of a run (like '\"3\"'), got {header!r}",

@@ -20,6 +20,7 @@ from .records import Run, State, check_kind, check_label, check_name
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
 MAX_IDS: Final = 1000
+MAX_LABELS: Final = 16
 _SINGLE: Final = ("kind", "name", "created_after", "created_before", "limit", "cursor")
 _MULTI: Final = ("state", "label", "ids")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -47,7 +48,10 @@ class Cursor:
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
             created, _, id_ = raw.partition(":")
-            return cls(int(created), check_name("id", id_))
+            created_us = int(created)
+            if not -(2**63) <= created_us < 2**63:  # a SQLite integer, like every cursor we make
+                raise ValueError(created)
+            return cls(created_us, check_name("id", id_))
         except (binascii.Error, UnicodeDecodeError, ValueError):
             raise ValidationError(
                 "cursor is not valid: pass the next_cursor of a previous page unchanged",
@@ -133,6 +137,8 @@ class ListQuery:
         if kind is not None:
             _check("kind", check_kind, kind)
         labels = _as_tuple(label)
+        if len(labels) > MAX_LABELS:
+            raise _bad("label", f"filter by at most {MAX_LABELS} labels at once")
         for one in labels:
             _check("label", check_label, one)
         id_tuple = _as_tuple(ids)

@@ -8,7 +8,7 @@ and bound the input, call the service, render the record. Every error leaves as 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -234,7 +234,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         return _error(404, NotFound.code, f"no route {request.method} {request.url.path}")
     if exc.status_code == 405:
-        return _error(405, "method_not_allowed", f"{request.method} is not allowed on this route")
+        response = _error(405, "method_not_allowed", f"{request.method} is not allowed here")
+        response.headers.update(exc.headers or {})  # Allow: the methods that are
+        return response
     return _error(exc.status_code, "http_error", str(exc.detail))
 
 
@@ -242,6 +244,15 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     # A 5xx is always a bug: log it with the traceback, answer without leaking internals.
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return _error(500, "internal_error", "the server failed on this request; see its log")
+
+
+def _route(path: str, **handlers: Callable[[Request], Awaitable[Response]]) -> Route:
+    """One route per path, dispatching on the method, so a 405 lists every allowed method."""
+
+    async def dispatch(request: Request) -> Response:
+        return await handlers[request.method](request)
+
+    return Route(path, dispatch, methods=list(handlers))
 
 
 def create_app(service: RunService, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
@@ -268,11 +279,8 @@ def create_app(service: RunService, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
     routes = [
         # runs:watch first: "{project}/runs:watch" must not be read as a run id.
         Route(f"{runs}:watch", api.watch, methods=["GET", "POST"]),
-        Route(runs, api.create_run, methods=["POST"]),
-        Route(runs, api.list_runs, methods=["GET"]),
-        Route(f"{runs}/{{id}}", api.get_run, methods=["GET"]),
-        Route(f"{runs}/{{id}}", api.update_run, methods=["PUT"]),
-        Route(f"{runs}/{{id}}", api.delete_run, methods=["DELETE"]),
+        _route(runs, GET=api.list_runs, POST=api.create_run),
+        _route(f"{runs}/{{id}}", GET=api.get_run, PUT=api.update_run, DELETE=api.delete_run),
         Route(f"{runs}/{{id}}/logs", api.logs, methods=["GET"]),
         Route(f"{runs}/{{id}}/{{action}}", api.action, methods=["POST"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),

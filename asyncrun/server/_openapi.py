@@ -6,7 +6,7 @@ from functools import cache
 from typing import Any
 
 from .._core.protocol import API_PREFIX
-from .._core.query import MAX_IDS, MAX_LIMIT
+from .._core.query import MAX_IDS, MAX_LIMIT, MAX_WATCH_IDS, MAX_WATCH_SECONDS
 from .._core.records import State
 
 _NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"}
@@ -26,7 +26,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "Malformed request (bad JSON, bad parameter)",
         404: "No such run or route",
-        409: "Conflict (the id exists)",
+        409: "Conflict (the id exists, or the state does not allow the action)",
         412: "The run changed since the given revision",
         413: "Body larger than the server's limit",
         415: "Body is not JSON",
@@ -93,6 +93,43 @@ _SCHEMAS: dict[str, Any] = {
             "user": _NULLABLE_STR,
         },
     },
+    "LogLine": {
+        "type": "object",
+        "required": ["offset", "stream", "time", "text"],
+        "properties": {
+            "offset": {"type": "integer", "minimum": 0},
+            "stream": {"enum": ["stdout", "stderr"]},
+            "time": _TIME,
+            "text": {"type": "string"},
+        },
+    },
+    "LogPage": {
+        "type": "object",
+        "required": ["lines", "next_offset"],
+        "properties": {
+            "lines": {"type": "array", "items": _ref("LogLine")},
+            "next_offset": {"type": "integer"},
+        },
+    },
+    "WatchRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "ids": {"type": "array", "items": _NAME},
+            "fresh": {"type": "array", "items": _NAME},
+            "since": {"type": "integer", "minimum": 0},
+            "timeout": {"type": "number", "minimum": 0, "maximum": MAX_WATCH_SECONDS},
+        },
+    },
+    "Changes": {
+        "type": "object",
+        "required": ["seq", "runs", "missing"],
+        "properties": {
+            "seq": {"type": "integer"},
+            "runs": {"type": "array", "items": _ref("Run")},
+            "missing": {"type": "array", "items": {"type": "string"}},
+        },
+    },
     "RunPage": {
         "type": "object",
         "required": ["items", "next_cursor"],
@@ -136,6 +173,7 @@ def openapi_document() -> dict[str, Any]:
         _param("cursor", "query", {"type": "string"}, "next_cursor of the previous page"),
     ]
     runs = f"{API_PREFIX}/projects/{{project}}/runs"
+    watch_ok = _json_body(_ref("Changes"), "What changed")
     return {
         "openapi": "3.1.0",
         "info": {"title": "asyncrun", "version": "1"},
@@ -182,6 +220,67 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [project, run_id],
                     "responses": {"204": {"description": "Deleted"}, **_errors(404, 422)},
                 },
+            },
+            f"{runs}:watch": {
+                "get": {
+                    "operationId": "watchRuns",
+                    "summary": "Long-poll: answers as soon as a watched run changes after since",
+                    "parameters": [
+                        project,
+                        _param("ids", "query", {"type": "string"}, "Comma-separated run ids"),
+                        _param("fresh", "query", {"type": "string"}, "Ids reported at once"),
+                        _param("since", "query", {"type": "integer"}, "seq of the last answer"),
+                        _param("timeout", "query", {"type": "number"}, "Seconds to hold"),
+                    ],
+                    "responses": {"200": watch_ok, **_errors(400, 422)},
+                },
+                "post": {
+                    "operationId": "watchRunsBody",
+                    "summary": f"The same, ids in the body (up to {MAX_WATCH_IDS})",
+                    "parameters": [project],
+                    "requestBody": {
+                        "required": True,
+                        **_json_body(_ref("WatchRequest"), "What to watch"),
+                    },
+                    "responses": {"200": watch_ok, **_errors(400, 413, 415, 422)},
+                },
+            },
+            f"{runs}/{{id}}/logs": {
+                "get": {
+                    "operationId": "runLogs",
+                    "summary": "Log lines from offset; follow=true streams NDJSON until the "
+                    'run is terminal, then {"end": true}',
+                    "parameters": [
+                        project,
+                        run_id,
+                        _param("offset", "query", {"type": "integer", "minimum": 0}, "First line"),
+                        _param("limit", "query", {"type": "integer", "maximum": 10000}, "Lines"),
+                        _param("follow", "query", {"type": "boolean"}, "Stream as written"),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "A page of lines, or an NDJSON stream of LogLine",
+                            "content": {
+                                "application/json": {"schema": _ref("LogPage")},
+                                "application/x-ndjson": {"schema": _ref("LogLine")},
+                            },
+                        },
+                        **_errors(404, 422),
+                    },
+                }
+            },
+            f"{runs}/{{id}}/{{action}}": {
+                "post": {
+                    "operationId": "runAction",
+                    "summary": "run, stop or resume a run (409 invalid_transition if the "
+                    "state does not allow it)",
+                    "parameters": [
+                        project,
+                        run_id,
+                        _param("action", "path", {"enum": ["run", "stop", "resume"]}, "Action"),
+                    ],
+                    "responses": {"200": run_ok, **_errors(404, 409, 422)},
+                }
             },
             "/healthz": {
                 "get": {

@@ -98,9 +98,14 @@ class RunService:
         metadata = attrs.evolve(
             run.metadata, created=run.metadata.created or now, updated=now, revision=1
         )
-        status = run.status
-        if not status.transitions:
-            status = attrs.evolve(status, transitions=[Transition(status.state, now)])
+        # Every run starts CREATED, whatever the body says: the state machine is the server's.
+        # Metrics and kind outputs are kept, so an exported run can be imported with them.
+        status = attrs.evolve(
+            run.status,
+            state=State.CREATED,
+            message=None,
+            transitions=[Transition(State.CREATED, now)],
+        )
         run = attrs.evolve(run, metadata=metadata, status=status)
         self.store.insert(run)
         return run

@@ -3,12 +3,14 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+import sniffio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .._core.query import DEFAULT_LIMIT
@@ -52,15 +54,17 @@ class Client:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._stack = ExitStack()
-        self._portal: BlockingPortal = self._stack.enter_context(start_blocking_portal(backend))
+        self._portal: BlockingPortal = self._outside_trio(
+            self._stack.enter_context, start_blocking_portal(backend)
+        )
         try:
-            client = self._portal.call(self._open, endpoint, token, kwargs)
+            client = self._outside_trio(self._portal.call, self._open, endpoint, token, kwargs)
             # Entered and exited by one task in the portal, so its background tasks live there.
-            self._async: AsyncClient = self._stack.enter_context(
-                self._portal.wrap_async_context_manager(client)
+            self._async: AsyncClient = self._outside_trio(
+                self._stack.enter_context, self._portal.wrap_async_context_manager(client)
             )
         except BaseException:
-            self._stack.close()
+            self._outside_trio(self._stack.close)
             raise
         self._closed = False
 
@@ -81,12 +85,25 @@ class Client:
             )
         if self._closed:
             raise RuntimeError("this Client is closed; create a new one")
-        future = self._portal.start_task_soon(fn, *args)
+        future: Future[T] = self._outside_trio(self._portal.start_task_soon, fn, *args)
         try:
             return future.result()
         except KeyboardInterrupt:
             future.cancel()
             raise
+
+    @staticmethod
+    def _outside_trio(fn: Callable[..., T], *args: Any) -> T:
+        # Trio refuses to hand work to another Trio loop from a thread that runs Trio itself
+        # (a Trio portal used inside trio.run): then submit from a short-lived helper thread.
+        try:
+            inside_trio = sniffio.current_async_library() == "trio"
+        except sniffio.AsyncLibraryNotFoundError:
+            inside_trio = False
+        if not inside_trio:
+            return fn(*args)
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(fn, *args).result()
 
     def __enter__(self) -> Self:
         return self
@@ -105,12 +122,19 @@ class Client:
             if self._closed:
                 return
             self._closed = True
-            self._stack.close()  # exits the async client in the portal, then stops the portal
+            if os.getpid() != self._pid:
+                return  # a forked child: the portal thread lives only in the parent
+            self._outside_trio(self._stack.close)  # exits the async client, stops the portal
 
     @property
     def context(self) -> Path:
         """Folder ``export()`` writes to."""
         return self._async.context
+
+    @property
+    def endpoint(self) -> str | None:
+        """URL of the server, or ``None`` on the embedded backend."""
+        return self._async.endpoint
 
     def _wrap(self, run: AsyncRun) -> Run:
         return Run(self, run)
