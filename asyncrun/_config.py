@@ -7,6 +7,7 @@
 | ``ASYNCRUN_HOME`` | folder of the embedded backend's database | the user data dir |
 | ``ASYNCRUN_CONTEXT`` | folder where ``export()`` writes | the working directory |
 | ``ASYNCRUN_TIMEOUT`` | seconds allowed for one HTTP request | 30 |
+| ``ASYNCRUN_EXIT_FLUSH_TIMEOUT`` | seconds the final metric flush may take at close/exit | 10 |
 """
 
 from __future__ import annotations
@@ -40,13 +41,22 @@ def context() -> Path:
     return Path(os.environ.get("ASYNCRUN_CONTEXT") or Path.cwd())
 
 
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    try:
+        value = default if raw is None else float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
 def timeout() -> float:
     """Seconds allowed for one HTTP request."""
-    raw = os.environ.get("ASYNCRUN_TIMEOUT")
-    try:
-        value = 30.0 if raw is None else float(raw)
-    except ValueError:
-        raise ValueError(f"ASYNCRUN_TIMEOUT must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"ASYNCRUN_TIMEOUT must be positive, got {raw!r}")
-    return value
+    return _seconds("ASYNCRUN_TIMEOUT", 30.0)
+
+
+def exit_flush_timeout() -> float:
+    """Seconds the final metric flush may take when a client closes or the process exits."""
+    return _seconds("ASYNCRUN_EXIT_FLUSH_TIMEOUT", 10.0)

@@ -21,6 +21,9 @@ class AsyncRunError(Exception):
     code: ClassVar[str] = "error"
     status_code: ClassVar[int] = 400
 
+    retry_after: float | None = None
+    """Seconds the server asked to wait before a retry (``Retry-After``), if it said."""
+
     def __init__(self, message: str, *, detail: Any = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -107,6 +110,13 @@ class TransportError(AsyncRunError):
     status_code = 503
 
 
+class RateLimited(TransportError):
+    """The server asked the client to slow down (HTTP 429); retried after ``retry_after``."""
+
+    code = "rate_limited"
+    status_code = 429
+
+
 class ServerError(TransportError):
     """The server failed to handle a request (a 5xx is always a server bug)."""
 
@@ -135,6 +145,7 @@ _BY_CODE: dict[str, type[AsyncRunError]] = {
         InvalidTransition,
         AuthError,
         TransportError,
+        RateLimited,
         ServerError,
         WaitTimeout,
     )
@@ -149,6 +160,8 @@ _BY_STATUS: dict[int, type[AsyncRunError]] = {
     413: PayloadTooLarge,
     415: UnsupportedMediaType,
     422: ValidationError,
+    408: TransportError,
+    429: RateLimited,
 }
 
 
@@ -168,7 +181,8 @@ def error_from_body(status_code: int, body: Any) -> AsyncRunError:
         detail = body.get("detail")
     else:
         code, message, detail = "", f"the server answered HTTP {status_code}", body
-    cls = _BY_CODE.get(code) or _BY_STATUS.get(status_code)
-    if cls is None:
-        cls = ServerError if status_code >= 500 else AsyncRunError
+    cls = _BY_STATUS.get(status_code) if status_code in (408, 429) else None
+    cls = cls or _BY_CODE.get(code) or _BY_STATUS.get(status_code)
+    if cls is None or status_code >= 500:
+        cls = ServerError if status_code >= 500 else (cls or AsyncRunError)
     return cls(message, detail=detail, code=code or None)

@@ -9,11 +9,9 @@ from __future__ import annotations
 import enum
 import re
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any
 
 import attrs
-
-MetricValue: TypeAlias = "float | int | list[float | int]"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _KIND_RE = re.compile(r"^[a-z0-9][a-z0-9+._-]{0,63}$")

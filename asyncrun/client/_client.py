@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+import threading
 import uuid
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
 from datetime import UTC, datetime
@@ -13,11 +15,15 @@ from anyio.abc import TaskGroup
 
 from .. import _config, _serde
 from .._core.errors import ValidationError
+from .._core.metrics import MAX_BATCH_VALUES
 from .._core.query import DEFAULT_LIMIT, Cursor, ListQuery
 from .._core.records import new_run
+from ._metrics import MetricBuffer, MetricFlusher, unsent_message
 from ._run import AsyncRun
 from ._transports._base import AsyncTransport
 from ._watch import Watcher
+
+log = logging.getLogger("asyncrun")
 
 
 def _check_input(fn: Any, **kwargs: Any) -> Any:
@@ -45,6 +51,12 @@ class AsyncClient:
         context: Folder ``export()`` writes to; defaults to ``ASYNCRUN_CONTEXT`` or the
             working directory.
         transport: A ready transport (advanced; overrides the other backend arguments).
+        flush_interval: Seconds between two background flushes of buffered metrics.
+        flush_at: Buffered metric operations that trigger a flush before the timer.
+        metric_buffer_size: Bound of the metric buffer; past it ``log_metric`` blocks (from
+            threads other than the event loop's) until the flusher has made room.
+        exit_flush_timeout: Seconds the final flush at close may take; defaults to
+            ``ASYNCRUN_EXIT_FLUSH_TIMEOUT`` or 10. What is not sent by then is reported.
 
     Example:
         >>> async with asyncrun.AsyncClient() as client:  # doctest: +SKIP
@@ -61,6 +73,10 @@ class AsyncClient:
         home: str | Path | None = None,
         context: str | Path | None = None,
         transport: AsyncTransport | None = None,
+        flush_interval: float = 1.0,
+        flush_at: int = 10_000,
+        metric_buffer_size: int = 1_000_000,
+        exit_flush_timeout: float | None = None,
     ) -> None:
         self.context = Path(context) if context is not None else _config.context()
         self.endpoint = endpoint or _config.endpoint()
@@ -82,6 +98,18 @@ class AsyncClient:
         self._closed = False
         self._tasks: TaskGroup | None = None
         self._watcher = Watcher(self._transport, self._spawn)
+        self._metrics = MetricBuffer(metric_buffer_size)
+        self._flusher = MetricFlusher(
+            self._transport,
+            self._metrics,
+            writer=uuid.uuid4().hex,
+            flush_interval=flush_interval,
+            flush_at=flush_at,
+            max_batch_values=MAX_BATCH_VALUES // 10,
+        )
+        self._exit_flush_timeout = (
+            exit_flush_timeout if exit_flush_timeout is not None else _config.exit_flush_timeout()
+        )
 
     def _spawn(self, fn: Callable[[str], Coroutine[Any, Any, None]], arg: str) -> None:
         if self._tasks is None:
@@ -95,6 +123,8 @@ class AsyncClient:
         tasks = anyio.create_task_group()
         await tasks.__aenter__()
         self._tasks = tasks
+        self._metrics.loop_thread = threading.get_ident()
+        tasks.start_soon(self._flusher.run_forever)
         return self
 
     async def __aexit__(
@@ -112,10 +142,29 @@ class AsyncClient:
             await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool or the embedded database. Safe to call twice."""
-        if not self._closed:
-            self._closed = True
+        """Send buffered metrics, then close the connection pool or the embedded database.
+
+        The final flush takes at most ``exit_flush_timeout``; what it could not send is
+        reported through logging. Safe to call twice.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._final_flush()
+        finally:
+            self._metrics.closed = True
             await self._transport.aclose()
+
+    async def _final_flush(self) -> None:
+        timeout = self._exit_flush_timeout
+        with anyio.move_on_after(timeout, shield=True):
+            await self._flusher.flush(anyio.current_time() + timeout)
+        unsent = self._flusher.pending()
+        if unsent:
+            errors = self._flusher.all_errors()
+            where = self.endpoint or "the embedded backend"
+            log.error(unsent_message(unsent, where, timeout, errors))
 
     def build_run(
         self,

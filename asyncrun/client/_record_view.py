@@ -61,6 +61,15 @@ class RecordView:
         return self.record.status
 
     @property
+    def metrics(self) -> dict[str, Any]:
+        """The run's metrics as of the last read (``status.metrics``).
+
+        Each key holds a number or a list of numbers. Buffered ``log_metric`` calls show
+        after ``flush()`` and ``refresh()``.
+        """
+        return self.record.status.metrics
+
+    @property
     def user(self) -> str | None:
         """The user the run belongs to."""
         return self.record.user

@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,10 +14,20 @@ import anyio.to_thread
 
 from .. import _serde
 from .._core.errors import TransportError, WaitTimeout
+from .._core.metrics import MetricType, check_key, check_value, ops_of_log_metrics
 from .._core.polling import Backoff
 from .._core.records import LogLine, Run
 from ._record_view import RecordView
 from ._watch import mark_deleted
+
+_KNOWN_KEYS: set[str] = set()
+"""Metric keys already validated: the hot path checks a key once, not on every call."""
+
+
+def _remember(key: str) -> None:
+    if len(_KNOWN_KEYS) < 100_000:
+        _KNOWN_KEYS.add(key)
+
 
 LOG_PAGE = 5000
 RESUME_WITHIN = 30.0
@@ -54,11 +64,86 @@ class AsyncRun(RecordView):
     Methods that talk to the backend are coroutines and return the run itself, refreshed.
     """
 
-    __slots__ = ("_client", "_record")
+    __slots__ = ("_buffer", "_client", "_key", "_record")
 
     def __init__(self, client: AsyncClient, record: Run) -> None:
         self._client = client
         self._record = record
+        self._key = (record.project, record.id)
+        self._buffer = client._metrics
+
+    def log_metric(
+        self,
+        key: str,
+        value: MetricType,
+        overwrite: bool = False,
+        single_value: bool = False,
+    ) -> None:
+        """Log a metric into the run's status: buffered, no I/O, safe from any thread.
+
+        A metric is a number or a list of numbers; by default values are appended to a list.
+
+        Args:
+            key: The metric's name (1-250 characters, no control characters).
+            value: An int, a float, or a list of them (numpy scalars and 1-d arrays too).
+            overwrite: Replace what the key holds instead of appending.
+            single_value: Store a single number rather than a list (kept if the key already
+                has a value, unless ``overwrite``).
+
+        Raises:
+            TypeError: if the key or value has the wrong type (nothing is buffered).
+            ValueError: if the key is empty, too long or has control characters.
+
+        Example:
+            >>> run.log_metric("loss", 0.002)  # doctest: +SKIP
+            >>> run.log_metric("accuracy", [0.8, 0.9], overwrite=True)  # doctest: +SKIP
+        """
+        if key.__class__ is not str or key not in _KNOWN_KEYS:
+            _remember(check_key(key))
+        kind = value.__class__
+        if kind is not float and kind is not int:
+            value = check_value(key, value)
+            if single_value and value.__class__ is list:
+                raise TypeError(f"metric {key!r}: single_value=True needs a single number")
+        # Mode numbers of asyncrun._core.metrics.Mode, inlined: this is the hot path.
+        mode = (4 if overwrite else 3) if single_value else (2 if overwrite else 1)
+        items = self._buffer.items
+        items.append((self._key, key, mode, value))  # type: ignore[arg-type]
+        if len(items) > self._buffer.capacity:
+            self._buffer.full()
+
+    def log_metrics(self, metrics: Mapping[str, MetricType], overwrite: bool = False) -> None:
+        """Log several metrics at once: buffered, no I/O, safe from any thread.
+
+        A list is logged as a list, a number as a single value; both are appended to what the
+        key already holds, unless ``overwrite``.
+
+        Raises:
+            TypeError: if any key or value has the wrong type (nothing is buffered).
+            ValueError: if any key is invalid.
+        """
+        self._buffer.add_many(self._key, ops_of_log_metrics(metrics, overwrite))
+
+    async def flush(self, timeout: float = 60.0) -> AsyncRun:
+        """Send every buffered metric now (of every run of the client).
+
+        Args:
+            timeout: Seconds to keep retrying retryable failures.
+
+        Returns:
+            The run (not refreshed: call ``refresh()`` to read the merged metrics).
+
+        Raises:
+            AsyncRunError: the first error met delivering this run's metrics, e.g. a batch the
+                server rejected, or a ``TransportError`` if some are still unsent (they stay
+                buffered and are retried).
+        """
+        flusher = self._client._flusher
+        await flusher.flush(anyio.current_time() + timeout)
+        errors = flusher.errors_of(self._key)
+        if errors:
+            raise errors[0]
+        return self
 
     @property
     def record(self) -> Run:

@@ -117,8 +117,10 @@ class Watcher:
                 since = changes.seq
                 for run in changes.runs:
                     self._dispatch(by_id.get(run.id, []), run)
+                    if run.status.state in TERMINAL:
+                        by_id.pop(run.id, None)  # never ask about a finished run again
                 for missing in changes.missing:
-                    for waiter in by_id.get(missing, []):
+                    for waiter in by_id.pop(missing, []):
                         waiter.deleted = True
                         waiter.done.set()
                 await anyio.sleep(max(0.0, started + self._tick - anyio.current_time()))

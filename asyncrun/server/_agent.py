@@ -191,8 +191,7 @@ class Agent:
         for execution in self.store.open_executions():
             if execution.pid is None:
                 continue
-            if _is_alive(execution):
-                _killpg(execution.pid, signal.SIGKILL)  # no agent reads its output any more
+            _kill_orphaned_group(execution)  # no agent reads its output any more
 
             def lose(r: Run) -> Run:
                 if r.status.state in TERMINAL:
@@ -375,6 +374,26 @@ class Agent:
         self.store.end_execution(project, id_, job.execution.number)
         shutil.rmtree(job.scratch, ignore_errors=True)
         del self.jobs[job.key]
+
+
+def _kill_orphaned_group(execution: Execution) -> None:
+    """SIGKILL what is left of a lost job's process group.
+
+    The leader may be dead (PDEATHSIG) while its children live on. The kernel never reuses a
+    pid that is still some group's id, so if no process has the leader's pid, a group with that
+    id can only be the job's; if a process with that pid exists but is not the leader (its
+    start time differs), the pid was reused after the whole group ended: leave it alone.
+    """
+    assert execution.pid is not None
+    try:
+        process = psutil.Process(execution.pid)
+        if abs(process.create_time() - (execution.pid_started or 0.0)) >= 0.05:
+            return
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.Error:
+        return
+    _killpg(execution.pid, signal.SIGKILL)
 
 
 def _is_alive(execution: Execution) -> bool:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
+import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -27,6 +28,7 @@ from .._core.errors import (
     UnsupportedMediaType,
     ValidationError,
 )
+from .._core.metrics import Batch
 from .._core.protocol import API_PREFIX, etag, parse_if_match
 from .._core.query import ListQuery, WatchQuery
 from .._core.records import Run, check_name
@@ -38,6 +40,14 @@ log = logging.getLogger("asyncrun.server")
 DEFAULT_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
 _JSON: Final = "application/json"
 _NDJSON: Final = "application/x-ndjson"
+
+
+async def _cancel_on_disconnect(request: Request, scope: anyio.CancelScope) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return
 
 
 def _int_param(raw: str | None, field: str, default: int, low: int, high: int) -> int:
@@ -150,6 +160,13 @@ class Api:
         await self.service.delete(project, id_)
         return Response(status_code=204)
 
+    async def patch_status(self, request: Request) -> Response:
+        project, id_ = _path_names(request)
+        assert id_ is not None
+        batch = Batch.from_wire(await self._body(request))
+        result = await self.service.apply_metrics(project, id_, batch)
+        return _json({"applied": result.applied, "ignored": result.ignored})
+
     async def action(self, request: Request) -> Response:
         project, id_ = _path_names(request)
         assert id_ is not None
@@ -169,9 +186,17 @@ class Api:
         else:
             params = request.query_params
             query = WatchQuery.from_params({key: params.getlist(key) for key in params})
-        changes = await self.service.watch(
-            project, query.ids, query.since, query.timeout, query.fresh
-        )
+        changes = None
+        async with anyio.create_task_group() as tasks:
+            # A held watch ends when its client goes away, not at its timeout: a client drops
+            # its poll whenever a new wait joins, and a shutdown waits for every open request.
+            tasks.start_soon(_cancel_on_disconnect, request, tasks.cancel_scope)
+            changes = await self.service.watch(
+                project, query.ids, query.since, query.timeout, query.fresh
+            )
+            tasks.cancel_scope.cancel()
+        if changes is None:
+            return Response(status_code=499)  # nobody is listening any more
         return _json(
             {
                 "seq": changes.seq,
@@ -282,6 +307,7 @@ def create_app(service: RunService, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
         _route(runs, GET=api.list_runs, POST=api.create_run),
         _route(f"{runs}/{{id}}", GET=api.get_run, PUT=api.update_run, DELETE=api.delete_run),
         Route(f"{runs}/{{id}}/logs", api.logs, methods=["GET"]),
+        Route(f"{runs}/{{id}}/status", api.patch_status, methods=["PATCH"]),
         Route(f"{runs}/{{id}}/{{action}}", api.action, methods=["POST"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/healthz", api.health, methods=["GET"]),

@@ -130,6 +130,29 @@ _SCHEMAS: dict[str, Any] = {
             "missing": {"type": "array", "items": {"type": "string"}},
         },
     },
+    "MetricBatch": {
+        "type": "object",
+        "required": ["writer", "seq", "ops"],
+        "additionalProperties": False,
+        "properties": {
+            "writer": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{1,64}$"},
+            "seq": {"type": "integer", "minimum": 1},
+            "ops": {
+                "type": "array",
+                "description": "[key, mode, value]; mode 1 append, 2 replace, 3 single, "
+                "4 set, 5 merge; value a number, NaN/Infinity/-Infinity as strings, or a list",
+                "items": {"type": "array", "minItems": 3, "maxItems": 3},
+            },
+        },
+    },
+    "BatchResult": {
+        "type": "object",
+        "required": ["applied", "ignored"],
+        "properties": {
+            "applied": {"type": "boolean"},
+            "ignored": {"type": "array", "items": {"type": "string"}},
+        },
+    },
     "RunPage": {
         "type": "object",
         "required": ["items", "next_cursor"],
@@ -266,6 +289,21 @@ def openapi_document() -> dict[str, Any]:
                             },
                         },
                         **_errors(404, 422),
+                    },
+                }
+            },
+            f"{runs}/{{id}}/status": {
+                "patch": {
+                    "operationId": "logMetrics",
+                    "summary": "Apply a numbered batch of metric operations exactly once",
+                    "parameters": [project, run_id],
+                    "requestBody": {
+                        "required": True,
+                        **_json_body(_ref("MetricBatch"), "The batch"),
+                    },
+                    "responses": {
+                        "200": _json_body(_ref("BatchResult"), "Applied, or a duplicate"),
+                        **_errors(400, 404, 409, 413, 415, 422),
                     },
                 }
             },

@@ -15,10 +15,12 @@ import attrs
 
 from .. import _serde, kinds
 from .._core.errors import NotFound, ValidationError
+from .._core.metrics import Batch
 from .._core.query import Changes, ListQuery
 from .._core.records import LogLine, Run, State, Transition
 from .._core.states import TERMINAL, check_action, path_to, transition
 from ._executor import LocalExecutor
+from ._store._metrics import BatchResult
 from ._store._sqlite import SQLiteStore, cursor_after
 
 WATCH_POLL: Final = 0.01
@@ -273,6 +275,20 @@ class RunService:
         """
         if self.executor is not None and self.store.open_executions():
             await self.executor.ensure_agent()
+
+    # -- metrics ------------------------------------------------------------------------
+
+    async def apply_metrics(self, project: str, id: str, batch: Batch) -> BatchResult:
+        """Apply a batch of metric operations exactly once (a retried batch is not re-applied).
+
+        Metric writes do not change the run's revision: they never make a ``save(update=True)``
+        of the user's fields conflict.
+
+        Raises:
+            NotFound: if there is no such run.
+            SequenceGap: if an earlier batch of the same writer is missing.
+        """
+        return self.store.apply_metric_batch(project, id, batch.writer, batch.seq, batch.ops)
 
     # -- watch and logs -------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
@@ -19,6 +21,22 @@ from ..client._run import AsyncRun
 from ._run import Run
 
 T = TypeVar("T")
+
+_LIVE: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _close_live_clients() -> None:
+    # Runs at interpreter exit *before* concurrent.futures joins its threads (one of which runs
+    # each portal): closing here flushes buffered metrics, within the exit flush deadline, and
+    # lets the portal threads end instead of hanging the exit.
+    for client in list(_LIVE):
+        try:
+            client.close()
+        except Exception:
+            logging.getLogger("asyncrun").exception("closing an asyncrun.Client at exit failed")
+
+
+threading._register_atexit(_close_live_clients)  # type: ignore[attr-defined]
 
 
 class Client:
@@ -67,6 +85,7 @@ class Client:
             self._outside_trio(self._stack.close)
             raise
         self._closed = False
+        _LIVE.add(self)
 
     @staticmethod
     async def _open(endpoint: str | None, token: str | None, kwargs: dict[str, Any]) -> AsyncClient:

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from .._core.metrics import MetricType
 from .._core.records import LogLine
 from .._core.records import Run as RunRecord
 from ..client._record_view import RecordView
@@ -39,6 +40,25 @@ class Run(RecordView):
     def export(self) -> str:
         """Write the run as YAML in the context folder and return the file's path."""
         return self._client._call(self._async.export)
+
+    def log_metric(
+        self,
+        key: str,
+        value: MetricType,
+        overwrite: bool = False,
+        single_value: bool = False,
+    ) -> None:
+        """Log a metric; see ``AsyncRun.log_metric``. Buffered: no I/O, no thread hop."""
+        self._async.log_metric(key, value, overwrite, single_value)
+
+    def log_metrics(self, metrics: Mapping[str, MetricType], overwrite: bool = False) -> None:
+        """Log several metrics; see ``AsyncRun.log_metrics``. Buffered: no I/O."""
+        self._async.log_metrics(metrics, overwrite)
+
+    def flush(self, timeout: float = 60.0) -> Run:
+        """Send every buffered metric now; see ``AsyncRun.flush``."""
+        self._client._call(self._async.flush, timeout)
+        return self
 
     def run(self) -> Run:
         """Start the run; see ``AsyncRun.run``."""

@@ -4,6 +4,7 @@ import abc
 from collections.abc import AsyncGenerator
 from typing import Any
 
+from ..._core.metrics import Batch
 from ..._core.query import Changes, ListQuery, WatchQuery
 from ..._core.records import LogLine, Run
 
@@ -56,6 +57,10 @@ class AsyncTransport(abc.ABC):
         Ends normally only once the run is terminal and every line was delivered; a broken
         stream raises :class:`~asyncrun.TransportError` (the caller resumes from its offset).
         """
+
+    @abc.abstractmethod
+    async def log_metrics(self, project: str, id: str, batch: Batch) -> tuple[bool, list[str]]:
+        """Send a metric batch; returns whether it was applied now and the ignored keys."""
 
     @abc.abstractmethod
     async def aclose(self) -> None: ...

@@ -4,6 +4,7 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
+from ..._core.metrics import Batch
 from ..._core.query import Changes, ListQuery, WatchQuery
 from ..._core.records import LogLine, Run
 from ...server._executor import LocalExecutor
@@ -59,6 +60,10 @@ class EmbeddedTransport(AsyncTransport):
         self, project: str, id: str, offset: int
     ) -> AsyncGenerator[list[LogLine], None]:
         return self._service.follow_logs(project, id, offset)
+
+    async def log_metrics(self, project: str, id: str, batch: Batch) -> tuple[bool, list[str]]:
+        result = await self._service.apply_metrics(project, id, batch)
+        return result.applied, result.ignored
 
     async def aclose(self) -> None:
         self._service.close()

@@ -7,6 +7,7 @@ import httpx
 
 from ... import _serde
 from ..._core.errors import AsyncRunError, TransportError, error_from_body
+from ..._core.metrics import Batch
 from ..._core.protocol import etag, runs_path
 from ..._core.query import Changes, ListQuery, WatchQuery
 from ..._core.records import LogLine, Run
@@ -77,7 +78,11 @@ class HTTPTransport(AsyncTransport):
             body: Any = _serde.loads(response.content)
         except AsyncRunError:
             body = response.text[:200]
-        return error_from_body(response.status_code, body)
+        error = error_from_body(response.status_code, body)
+        retry_after = response.headers.get("retry-after", "")
+        if retry_after.replace(".", "", 1).isdigit():
+            error.retry_after = float(retry_after)  # seconds; HTTP dates are not used here
+        return error
 
     async def create_run(self, project: str, data: dict[str, Any]) -> Run:
         response = await self._send("POST", runs_path(project), body=data)
@@ -151,6 +156,11 @@ class HTTPTransport(AsyncTransport):
             ) from exc
         if not ended:
             raise TransportError(f"the log stream of run {id!r} ended before the run did")
+
+    async def log_metrics(self, project: str, id: str, batch: Batch) -> tuple[bool, list[str]]:
+        response = await self._send("PATCH", runs_path(project, id, "status"), body=batch.to_wire())
+        data = _serde.loads(response.content)
+        return bool(data["applied"]), list(data["ignored"])
 
     async def aclose(self) -> None:
         await self._http.aclose()

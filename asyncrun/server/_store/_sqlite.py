@@ -21,8 +21,11 @@ import attrs
 
 from ... import _serde
 from ..._core.errors import AlreadyExists, NotFound, RevisionConflict
+from ..._core.metrics import Mode, Op
 from ..._core.query import Changes, Cursor, ListQuery, to_microseconds
 from ..._core.records import LogLine, Run, State
+from . import _metrics
+from ._metrics import BatchResult
 
 # Each entry migrates the schema from its index to index + 1; append, never edit.
 MIGRATIONS: Final[Sequence[Sequence[str]]] = (
@@ -73,6 +76,7 @@ MIGRATIONS: Final[Sequence[Sequence[str]]] = (
         )""",
         "CREATE INDEX executions_open ON executions (ended_us) WHERE ended_us IS NULL",
     ),
+    _metrics.MIGRATION,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -176,7 +180,8 @@ class SQLiteStore:
             str(run.status.state),
             to_microseconds(created),
             run.metadata.revision,
-            _serde.dumps(run),
+            # Metrics live in their own append-only tables, never in the document.
+            _serde.dumps(attrs.evolve(run, status=attrs.evolve(run.status, metrics={}))),
             self._next_seq(db),
             run.project,
             run.id,
@@ -209,6 +214,31 @@ class SQLiteStore:
                     detail={"project": run.project, "id": run.id},
                 ) from None
             self._set_labels(db, run)
+            if run.status.metrics:  # an imported run brings its metrics along
+                ops = [Op(key, Mode.SET, value) for key, value in run.status.metrics.items()]
+                _metrics.apply_ops(db, run.project, run.id, ops)
+
+    def _load(self, doc: bytes) -> Run:
+        run = _serde.run_from_json(doc)
+        run.status.metrics = _metrics.read(self._db, run.project, run.id)
+        return run
+
+    def apply_metric_batch(
+        self, project: str, id: str, writer: str, seq: int, ops: list[Op]
+    ) -> BatchResult:
+        """Apply a writer's batch of metric operations atomically and exactly once.
+
+        Raises:
+            NotFound: if there is no such run.
+            SequenceGap: if an earlier batch of this writer is missing.
+        """
+        with self._write() as db:
+            exists = db.execute(
+                "SELECT 1 FROM runs WHERE project = ? AND id = ?", (project, id)
+            ).fetchone()
+            if exists is None:
+                raise _not_found(project, id)
+            return _metrics.apply_batch(db, project, id, writer, seq, ops)
 
     def _update(self, db: sqlite3.Connection, run: Run, expected_revision: int) -> bool:
         cursor = db.execute(
@@ -250,7 +280,7 @@ class SQLiteStore:
             ).fetchone()
             if row is None:
                 raise _not_found(project, id)
-            current = _serde.run_from_json(row[0])
+            current = self._load(row[0])
             revision = current.metadata.revision
             new = change(current)
             new = attrs.evolve(new, metadata=attrs.evolve(new.metadata, revision=revision + 1))
@@ -263,7 +293,7 @@ class SQLiteStore:
         row = self._db.execute(
             "SELECT doc FROM runs WHERE project = ? AND id = ?", (project, id)
         ).fetchone()
-        return None if row is None else _serde.run_from_json(row[0])
+        return None if row is None else self._load(row[0])
 
     def delete(self, project: str, id: str) -> bool:
         """Remove a run with its logs and executions; ``False`` if it did not exist."""
@@ -271,6 +301,7 @@ class SQLiteStore:
             cursor = db.execute("DELETE FROM runs WHERE project = ? AND id = ?", (project, id))
             for table in ("run_labels", "logs", "executions"):
                 db.execute(f"DELETE FROM {table} WHERE project = ? AND id = ?", (project, id))
+            _metrics.delete(db, project, id)
             if cursor.rowcount == 1:
                 self._next_seq(db)  # a deletion is a change watchers must see
             return cursor.rowcount == 1
@@ -314,7 +345,7 @@ class SQLiteStore:
             " ORDER BY created_us DESC, id DESC LIMIT ?"
         )
         args.append(query.limit + 1)
-        return [_serde.run_from_json(row[0]) for row in self._db.execute(sql, args)]
+        return [self._load(row[0]) for row in self._db.execute(sql, args).fetchall()]
 
     def changes(
         self, project: str, ids: Sequence[str], since: int, fresh: Sequence[str] = ()
@@ -332,7 +363,7 @@ class SQLiteStore:
         ).fetchall()
         found = {row[0] for row in rows}
         always = set(fresh)
-        runs = [_serde.run_from_json(doc) for id_, s, doc in rows if s > since or id_ in always]
+        runs = [self._load(doc) for id_, s, doc in rows if s > since or id_ in always]
         return Changes(seq, runs, [id_ for id_ in dict.fromkeys(wanted) if id_ not in found])
 
     # -- executions -----------------------------------------------------------------------

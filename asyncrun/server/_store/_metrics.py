@@ -1,0 +1,195 @@
+"""Metric storage: append-only chunks, so a flush costs O(batch), never O(history).
+
+Each key has one row in ``metric_keys`` (its shape, its single value, its generation) and its
+list values in ``metric_chunks``: one packed row per key per batch. Overwriting a key starts a
+new generation (older chunks are deleted); appending adds a chunk. What an operation does is
+decided by :func:`asyncrun._core.metrics.step`, the same function the client's model uses.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+import attrs
+import orjson
+
+from ..._core.errors import Conflict
+from ..._core.metrics import Number, Op, Shape, decode_value, encode_value, step
+
+MIGRATION: Final = (
+    """CREATE TABLE metric_keys (
+        project TEXT NOT NULL,
+        id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        shape TEXT NOT NULL,
+        single BLOB,
+        generation INTEGER NOT NULL,
+        next_chunk INTEGER NOT NULL,
+        PRIMARY KEY (project, id, key)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE metric_chunks (
+        project TEXT NOT NULL,
+        id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        chunk INTEGER NOT NULL,
+        vals BLOB NOT NULL,
+        PRIMARY KEY (project, id, key, generation, chunk)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE metric_writers (
+        project TEXT NOT NULL,
+        id TEXT NOT NULL,
+        writer TEXT NOT NULL,
+        last_seq INTEGER NOT NULL,
+        PRIMARY KEY (project, id, writer)
+    ) WITHOUT ROWID""",
+)
+_IN_CHUNK: Final = 500  # keys per "IN (...)": well below SQLite's variable limit
+
+
+class SequenceGap(Conflict):
+    """A batch skipped a sequence number: an earlier batch of this writer was never applied."""
+
+    code = "sequence_gap"
+
+
+@attrs.frozen
+class BatchResult:
+    """How a batch was received: applied now, or a duplicate of an applied one."""
+
+    applied: bool
+    ignored: list[str]
+
+
+@attrs.define
+class _Key:
+    shape: Shape
+    single: Number | None
+    generation: int
+    next_chunk: int
+    reset: bool = False
+    pending: list[Number] = attrs.Factory(list)
+
+
+def _pack(values: Sequence[Number]) -> bytes:
+    return orjson.dumps(encode_value(list(values)))
+
+
+def _unpack(blob: bytes) -> Any:
+    return decode_value(orjson.loads(blob))
+
+
+def _load_keys(
+    db: sqlite3.Connection, project: str, id: str, keys: Sequence[str]
+) -> dict[str, _Key]:
+    found: dict[str, _Key] = {}
+    for start in range(0, len(keys), _IN_CHUNK):
+        part = keys[start : start + _IN_CHUNK]
+        rows = db.execute(
+            "SELECT key, shape, single, generation, next_chunk FROM metric_keys"
+            f" WHERE project = ? AND id = ? AND key IN ({','.join('?' * len(part))})",
+            (project, id, *part),
+        )
+        for key, shape, single, generation, next_chunk in rows:
+            value = None if single is None else _unpack(single)
+            found[key] = _Key(Shape(shape), value, generation, next_chunk)
+    return found
+
+
+def apply_ops(db: sqlite3.Connection, project: str, id: str, ops: Iterable[Op]) -> list[str]:
+    """Apply operations inside the caller's transaction; returns keys of ignored operations."""
+    ops = list(ops)
+    keys = _load_keys(db, project, id, list(dict.fromkeys(op.key for op in ops)))
+    ignored: list[str] = []
+    for op in ops:
+        state = keys.get(op.key)
+        effect = step(state.shape if state else None, state.single if state else None, op)
+        if effect.ignored:
+            ignored.append(op.key)
+            continue
+        if state is None:
+            state = keys[op.key] = _Key(Shape.LIST, None, 0, 0, reset=True)
+        assert effect.shape is not None
+        if effect.reset is not None or effect.shape is Shape.SINGLE:
+            state.generation += 1
+            state.next_chunk = 0
+            state.reset = True
+            state.pending = list(effect.reset or [])
+            state.shape = effect.shape
+            state.single = effect.single if effect.shape is Shape.SINGLE else None
+        else:
+            state.pending.extend(effect.extend)
+    for key, state in keys.items():
+        if state.reset:
+            db.execute(
+                "DELETE FROM metric_chunks WHERE project = ? AND id = ? AND key = ?"
+                " AND generation < ?",
+                (project, id, key, state.generation),
+            )
+        if state.pending:
+            db.execute(
+                "INSERT INTO metric_chunks VALUES (?, ?, ?, ?, ?, ?)",
+                (project, id, key, state.generation, state.next_chunk, _pack(state.pending)),
+            )
+            state.next_chunk += 1
+        if state.reset or state.pending:
+            single = None if state.single is None else _pack([state.single])
+            db.execute(
+                "INSERT OR REPLACE INTO metric_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (project, id, key, state.shape.value, single, state.generation, state.next_chunk),
+            )
+    return ignored
+
+
+def apply_batch(
+    db: sqlite3.Connection, project: str, id: str, writer: str, seq: int, ops: Sequence[Op]
+) -> BatchResult:
+    """Apply one writer's batch exactly once, in order, inside the caller's transaction.
+
+    Raises:
+        SequenceGap: if ``seq`` is not the writer's next sequence number.
+    """
+    row = db.execute(
+        "SELECT last_seq FROM metric_writers WHERE project = ? AND id = ? AND writer = ?",
+        (project, id, writer),
+    ).fetchone()
+    last = 0 if row is None else int(row[0])
+    if seq <= last:
+        return BatchResult(False, [])  # a retry of a batch already applied
+    if seq != last + 1:
+        raise SequenceGap(
+            f"batch {seq} of writer {writer!r} arrived before batch {last + 1}",
+            detail={"expected": last + 1, "got": seq},
+        )
+    ignored = apply_ops(db, project, id, ops)
+    db.execute(
+        "INSERT OR REPLACE INTO metric_writers VALUES (?, ?, ?, ?)", (project, id, writer, seq)
+    )
+    return BatchResult(True, ignored)
+
+
+def read(db: sqlite3.Connection, project: str, id: str) -> dict[str, Any]:
+    """The merged metrics of a run: each key's single value, or its whole list."""
+    metrics: dict[str, Any] = {}
+    for key, shape, single in db.execute(
+        "SELECT key, shape, single FROM metric_keys WHERE project = ? AND id = ? ORDER BY key",
+        (project, id),
+    ):
+        metrics[key] = _unpack(single)[0] if shape == Shape.SINGLE.value else []
+    for key, vals in db.execute(
+        "SELECT c.key, c.vals FROM metric_chunks c JOIN metric_keys k"
+        " ON k.project = c.project AND k.id = c.id AND k.key = c.key"
+        " AND k.generation = c.generation"
+        " WHERE c.project = ? AND c.id = ? ORDER BY c.key, c.chunk",
+        (project, id),
+    ):
+        metrics[key].extend(_unpack(vals))
+    return metrics
+
+
+def delete(db: sqlite3.Connection, project: str, id: str) -> None:
+    """Remove every metric row of a run."""
+    for table in ("metric_keys", "metric_chunks", "metric_writers"):
+        db.execute(f"DELETE FROM {table} WHERE project = ? AND id = ?", (project, id))
