@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 
 import bench_crud
+import bench_metrics
 
 HERE = Path(__file__).parent
-MODULES = {"crud": bench_crud}
+MODULES = {"crud": bench_crud, "metrics": bench_metrics}
 
 
 def table(results: list[dict[str, object]]) -> str:
