@@ -1,44 +1,47 @@
 """The main job, end to end on the embedded backend (nothing to start).
 
-Creates a run, updates and refreshes it, lists the project's runs, exports the run to YAML
-and loads it back. Run it with ``python examples/main_job.py``.
+Starts a python+job run, streams its logs while it runs, waits for it, prints the metrics it
+logged, exports it to YAML and loads it back. Run it with ``python examples/main_job.py``; set
+``ASYNCRUN_ENDPOINT`` to run the same against an ``asyncrun server``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
+from pathlib import Path
 
 import asyncrun
 
 
 async def main() -> None:
-    """Create, update, refresh, list, export and load back one run."""
+    """Run one job through its whole life."""
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     context = tempfile.mkdtemp(prefix="asyncrun-demo-")
     async with asyncrun.AsyncClient(context=context) as client:
         print(f"backend: {client.endpoint or 'embedded'}")
         run = await client.new_run(
             project="demo",
             kind="python+job",
-            spec={"handler": "demo.train:main", "parameters": {"lr": 0.1}},
+            spec={
+                "handler": "demo_job:train",
+                "parameters": {"epochs": 5, "lr": 0.2},
+                "cwd": str(Path(__file__).parent),
+            },
             labels=["quickstart"],
         )
-        print(f"created {run.key} in state {run.status.state}")
-
-        run.spec["parameters"]["lr"] = 0.05
-        await run.save(update=True)
-        await run.refresh()
-        print(f"updated to revision {run.metadata.revision}: lr={run.spec['parameters']['lr']}")
-
-        count = 0
-        async for _ in client.list_runs("demo", label="quickstart"):
-            count += 1
-        print(f"{count} run(s) labelled 'quickstart' in project demo")
-
+        await run.run()
+        print(f"started {run.key}")
+        async for line in run.logs(follow=True):
+            print(f"  [{line.stream} {line.offset}] {line.text}")
+        await run.wait(timeout=120)
+        print(f"finished: {run.status.state}, result {run.result()}")
+        for key, value in run.metrics.items():
+            print(f"  metric {key} = {value}")
         path = await run.export()
-        loaded = await client.load_run(path)
-        assert loaded == run, "an exported run loads back equal"
-        print(f"exported to {path} and loaded back equal")
+        assert await client.load_run(path) == run, "an exported run loads back equal"
+        print(f"exported to {path}")
 
 
 if __name__ == "__main__":
