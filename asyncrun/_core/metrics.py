@@ -70,10 +70,25 @@ def check_key(key: object) -> str:
     return key
 
 
+INT_MIN: Final = -(2**63)
+INT_MAX: Final = 2**63 - 1
+
+
+def check_int(key: str, value: int) -> int:
+    """Refuse ints that JSON and the store cannot carry exactly (outside int64)."""
+    if not INT_MIN <= value <= INT_MAX:
+        raise ValueError(
+            f"metric {key!r}: {value} is outside the 64-bit integer range; log it as a float"
+        )
+    return value
+
+
 def _number(key: str, value: object) -> Number:
     kind = type(value)
-    if kind is float or kind is int:
+    if kind is float:
         return value  # type: ignore[return-value]
+    if kind is int:
+        return check_int(key, value)  # type: ignore[arg-type]
     if kind.__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         return _number(key, value.item())  # a numpy scalar
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -81,7 +96,9 @@ def _number(key: str, value: object) -> Number:
             f"metric {key!r}: a value must be an int or a float (or a list of them), "
             f"got {kind.__name__}: {value!r}"
         )
-    return float(value) if isinstance(value, float) else int(value)  # int/float subclasses
+    if isinstance(value, float):
+        return float(value)
+    return check_int(key, int(value))  # an int subclass
 
 
 def check_value(key: str, value: object) -> Value:
@@ -93,8 +110,10 @@ def check_value(key: str, value: object) -> Value:
         TypeError: naming the key, for bool, str, None, dict, nested lists and the like.
     """
     kind = type(value)
-    if kind is float or kind is int:
+    if kind is float:
         return value  # type: ignore[return-value]  # the hot path: no further checks
+    if kind is int:
+        return check_int(key, value)  # type: ignore[arg-type]
     if kind.__module__ == "numpy" and getattr(value, "ndim", None) == 1:
         value = value.tolist()  # type: ignore[attr-defined]
     if isinstance(value, list | tuple):
@@ -312,7 +331,11 @@ def decode_number(raw: Any) -> Number:
         TypeError: if ``raw`` is not a number or one of the non-finite names.
     """
     kind = type(raw)
-    if kind is float or kind is int:
+    if kind is float:
+        return raw  # type: ignore[no-any-return]
+    if kind is int:
+        if not INT_MIN <= raw <= INT_MAX:
+            raise TypeError(f"{raw} is outside the 64-bit integer range")
         return raw  # type: ignore[no-any-return]
     if kind is str and raw in _NONFINITE_IN:
         return _NONFINITE_IN[raw]

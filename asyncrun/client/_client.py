@@ -137,7 +137,9 @@ class AsyncClient:
             if self._tasks is not None:
                 tasks, self._tasks = self._tasks, None
                 tasks.cancel_scope.cancel()  # background pollers have nothing left to serve
-                await tasks.__aexit__(exc_type, exc, tb)
+                # The body's own exception is not handed to the task group, which would wrap it
+                # in an ExceptionGroup: it propagates as raised.
+                await tasks.__aexit__(None, None, None)
         finally:
             await self.aclose()
 

@@ -17,7 +17,7 @@ from typing import Any, Final
 import anyio
 
 from .._core.errors import AsyncRunError, TransportError
-from .._core.metrics import Batch, Op, Value, compact_items, split
+from .._core.metrics import Batch, Op, Value, compact_items, size, split
 from .._core.polling import Backoff
 from ._transports._base import AsyncTransport
 
@@ -112,8 +112,12 @@ class MetricFlusher:
         self._lock = anyio.Lock()
 
     def pending(self) -> int:
-        """Operations not yet acknowledged by the server (buffered or in formed batches)."""
-        return len(self.buffer) + sum(len(b.ops) for q in self._queues.values() for b in q)
+        """Metric values not yet acknowledged by the server (buffered or in formed batches).
+
+        Counted in values, as logged: batches merge many calls into one operation.
+        """
+        queued = sum(size(op) for q in self._queues.values() for b in q for op in b.ops)
+        return len(self.buffer) + queued
 
     def errors_of(self, run: RunKey) -> list[AsyncRunError]:
         """Errors met while delivering a run's batches since the last call (then forgotten)."""
@@ -133,7 +137,9 @@ class MetricFlusher:
             now = anyio.current_time()
             waiting = len(self.buffer)
             due = now - last >= self.flush_interval and (waiting or self._queues)
-            if waiting >= self.flush_at or due:
+            # A bound below flush_at must still trigger a flush, or a blocked writer would
+            # wait for the timer.
+            if waiting >= min(self.flush_at, self.buffer.capacity) or due:
                 await self.flush(now + self.retry_window)
                 last = anyio.current_time()
 
@@ -221,6 +227,6 @@ def unsent_message(count: int, where: str, seconds: float, errors: list[Any]) ->
     """What to say when metrics could not all be sent before a deadline."""
     reason = f": {errors[-1]}" if errors else ""
     return (
-        f"{count} metric operations were not sent to {where} within {seconds:g} s{reason}; "
+        f"{count} metric values were not sent to {where} within {seconds:g} s{reason}; "
         "they are lost with this process"
     )

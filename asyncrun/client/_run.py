@@ -100,8 +100,7 @@ class AsyncRun(RecordView):
         """
         if key.__class__ is not str or key not in _KNOWN_KEYS:
             _remember(check_key(key))
-        kind = value.__class__
-        if kind is not float and kind is not int:
+        if value.__class__ is not float:  # ints are range-checked, the rest normalised
             value = check_value(key, value)
             if single_value and value.__class__ is list:
                 raise TypeError(f"metric {key!r}: single_value=True needs a single number")

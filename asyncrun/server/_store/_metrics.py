@@ -93,7 +93,7 @@ def _load_keys(
             (project, id, *part),
         )
         for key, shape, single, generation, next_chunk in rows:
-            value = None if single is None else _unpack(single)
+            value = None if single is None else _unpack(single)[0]  # packed as [v]
             found[key] = _Key(Shape(shape), value, generation, next_chunk)
     return found
 
