@@ -107,7 +107,7 @@ class AsyncRun(RecordView):
         # Mode numbers of asyncrun._core.metrics.Mode, inlined: this is the hot path.
         mode = (4 if overwrite else 3) if single_value else (2 if overwrite else 1)
         items = self._buffer.items
-        items.append((self._key, key, mode, value))  # type: ignore[arg-type]
+        items.append((self._key, key, mode, value))
         if len(items) > self._buffer.capacity:
             self._buffer.full()
 
