@@ -23,17 +23,20 @@ MODULES = {"crud": bench_crud, "metrics": bench_metrics}
 
 def table(results: list[dict[str, object]]) -> str:
     lines = [
-        "| workload | ours (median, min-max) | floor (median) | floor | ours / floor |",
-        "|---|---|---|---|---|",
+        "| workload | ours (median, min-max) | floor (median) | floor | ours / floor | goal |",
+        "|---|---|---|---|---|---|",
     ]
     for r in results:
         ours, floor = r["ours"], r["floor"]
         assert isinstance(ours, dict)
         assert isinstance(floor, dict)
+        goal = str(r.get("goal", ""))
+        if "vs_mlflow" in r:
+            goal += f" (now {r['vs_mlflow']:,.0f}x MLflow's figure in PEERS.md)"
         lines.append(
             f"| {r['workload']} | {ours['median']:,.0f} {r['unit']} "
             f"({ours['min']:,.0f}-{ours['max']:,.0f}) | {floor['median']:,.0f} {r['unit']} "
-            f"| {r['floor_name']} | {r['ratio']:.2f} |"
+            f"| {r['floor_name']} | {r['ratio']:.2f} | {goal} |"
         )
     return "\n".join(lines)
 

@@ -108,7 +108,9 @@ class MetricFlusher:
         self.retry_window = retry_window
         self._queues: dict[RunKey, deque[Batch]] = {}
         self._last_seq: dict[RunKey, int] = {}
-        self._errors: dict[RunKey, list[AsyncRunError]] = {}
+        self._errors: dict[RunKey, list[AsyncRunError]] = {}  # batches refused: final
+        self._stalled: dict[RunKey, TransportError] = {}  # why a run's batches still wait
+        self._not_before: dict[RunKey, float] = {}  # a server's Retry-After, across flushes
         self._lock = anyio.Lock()
 
     def pending(self) -> int:
@@ -120,14 +122,20 @@ class MetricFlusher:
         return len(self.buffer) + queued
 
     def errors_of(self, run: RunKey) -> list[AsyncRunError]:
-        """Errors met while delivering a run's batches since the last call (then forgotten)."""
-        return self._errors.pop(run, [])
+        """What the caller of ``flush()`` must hear about a run, then forgets it.
+
+        Batches the server refused (final), and, only while some of the run's batches are
+        still undelivered, the reason they wait. A transient failure that a later flush got
+        past is not reported: the values arrived, and logging them again would duplicate them.
+        """
+        errors: list[AsyncRunError] = self._errors.pop(run, [])
+        if run in self._queues and run in self._stalled:
+            errors.append(self._stalled[run])
+        return errors
 
     def all_errors(self) -> list[AsyncRunError]:
-        """Errors of every run since the last call (then forgotten)."""
-        errors = [error for run_errors in self._errors.values() for error in run_errors]
-        self._errors.clear()
-        return errors
+        """What every run's ``flush()`` would report (then forgotten)."""
+        return [error for run in {*self._errors, *self._queues} for error in self.errors_of(run)]
 
     async def run_forever(self) -> None:
         """The background flusher: on size, on the timer."""
@@ -166,11 +174,18 @@ class MetricFlusher:
             self._form_batches()
             for run in list(self._queues):
                 queue = self._queues[run]
+                wait = self._not_before.get(run, 0.0) - anyio.current_time()
+                if wait > 0:
+                    if deadline is not None and anyio.current_time() + wait > deadline:
+                        continue  # the server asked for more patience than this flush has
+                    await anyio.sleep(wait)
                 while queue:
                     if not await self._deliver(run, queue, deadline):
                         break
                 if not queue:
                     del self._queues[run]
+                    self._stalled.pop(run, None)
+                    self._not_before.pop(run, None)
 
     async def _deliver(self, run: RunKey, queue: deque[Batch], deadline: float | None) -> bool:
         batch = queue[0]
@@ -182,7 +197,9 @@ class MetricFlusher:
                 delay = _BACKOFF.delay(attempt, random.random(), exc.retry_after)
                 attempt += 1
                 if deadline is not None and anyio.current_time() + delay > deadline:
-                    self._errors.setdefault(run, []).append(exc)
+                    self._stalled[run] = exc
+                    if exc.retry_after is not None:
+                        self._not_before[run] = anyio.current_time() + exc.retry_after
                     log.warning(
                         "metrics of run %s/%s not delivered yet (%s); %d operations stay "
                         "buffered and will be retried",

@@ -141,7 +141,7 @@ class AsyncRun(RecordView):
         await flusher.flush(anyio.current_time() + timeout)
         errors = flusher.errors_of(self._key)
         if errors:
-            raise errors[0]
+            raise errors[0]  # a refusal first; else why some values still wait
         return self
 
     @property
