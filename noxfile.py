@@ -21,7 +21,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """Ruff lint and format check."""
-    session.install("ruff")
+    session.install("ruff==0.17.6")  # pinned: a new ruff must not fail CI by surprise
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
@@ -29,7 +29,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typing(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".[test]", "mypy", "types-psutil")
+    session.install("-e", ".[test]", "mypy==2.4.1", "types-psutil")
     session.run("mypy")
 
 
