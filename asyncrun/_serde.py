@@ -8,7 +8,6 @@ turns records into dicts. Structuring is strict: a wrong type is a
 from __future__ import annotations
 
 import io
-import math
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
@@ -16,18 +15,17 @@ import attrs
 import cattrs
 import orjson
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
+from cattrs.v import format_exception
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from ._core.errors import MalformedRequest, ValidationError
+from ._core.metrics import check_key, decode_value, encode_value
 from ._core.records import LogLine, Metadata, Run, State, Status, Transition, validate
 
 T = TypeVar("T")
 
 _RUN_ORDER: Final = ("kind", "id", "key", "project", "name", "metadata", "spec", "status", "user")
-# JSON has no NaN or infinity; orjson would write null. Non-finite floats travel as these strings.
-_NONFINITE_OUT: Final = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
-_NONFINITE_IN: Final = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 converter = cattrs.Converter(forbid_extra_keys=True)
 
@@ -106,20 +104,13 @@ def _structure_state(value: Any, _: Any) -> State:
 converter.register_structure_hook(State, _structure_state)
 
 
-def _encode_metric(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return _NONFINITE_OUT[repr(value)]
-    if isinstance(value, list):
-        return [_encode_metric(v) for v in value]
-    return value
-
-
-def _decode_metric(value: Any) -> Any:
-    if isinstance(value, str) and value in _NONFINITE_IN:
-        return _NONFINITE_IN[value]
-    if isinstance(value, list):
-        return [_decode_metric(v) for v in value]
-    return value
+def _decode_metric(key: str, value: Any) -> Any:
+    # Metrics in a record obey the same rules as log_metric: a number or a flat list of numbers.
+    try:
+        check_key(key)
+        return decode_value(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"status.metrics[{key!r}]: {exc}") from None
 
 
 def _register_open_record(cls: type[Any], *, metrics: bool = False) -> None:
@@ -133,7 +124,8 @@ def _register_open_record(cls: type[Any], *, metrics: bool = False) -> None:
         inner = {k: v for k, v in value.items() if k in known}
         if metrics and "metrics" in inner:
             inner["metrics"] = {
-                k: _decode_metric(v) for k, v in _structure_dict_any(inner["metrics"], None).items()
+                k: _decode_metric(k, v)
+                for k, v in _structure_dict_any(inner["metrics"], None).items()
             }
         record = structure(inner, cls)
         record.extra = {k: v for k, v in value.items() if k not in known}
@@ -143,7 +135,7 @@ def _register_open_record(cls: type[Any], *, metrics: bool = False) -> None:
         out = unstructure(record)
         extra = out.pop("extra")
         if metrics:
-            out["metrics"] = {k: _encode_metric(v) for k, v in out["metrics"].items()}
+            out["metrics"] = {k: encode_value(v) for k, v in out["metrics"].items()}
         for k, v in extra.items():
             out.setdefault(k, v)
         return out
@@ -176,9 +168,16 @@ converter.register_structure_hook(Run, _run_structure_hook)
 converter.register_unstructure_hook(Run, _run_unstructure_hook)
 
 
+def _format_leaf(exc: BaseException, type_: Any) -> str:
+    # Our hooks raise with messages that say what is wrong; keep them, and cattrs's for others.
+    if isinstance(exc, ValueError | TypeError) and str(exc) and type_ is not None:
+        return str(exc)
+    return format_exception(exc, type_)
+
+
 def _describe(exc: Exception) -> str:
     if isinstance(exc, cattrs.BaseValidationError):
-        return "; ".join(cattrs.transform_error(exc, path="run"))
+        return "; ".join(cattrs.transform_error(exc, path="run", format_exception=_format_leaf))
     return str(exc)
 
 

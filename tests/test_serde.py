@@ -67,7 +67,11 @@ JSON_VALUES = st.recursive(
 JSON_OBJECTS = st.dictionaries(TEXT, JSON_VALUES, max_size=5)
 
 METRIC_NUMBERS = FINITE_FLOATS | INT64
-METRICS = st.dictionaries(TEXT, METRIC_NUMBERS | st.lists(METRIC_NUMBERS, max_size=5), max_size=5)
+# Metric keys obey log_metric's rule (1-250 characters, no control characters).
+METRIC_KEYS = st.text(NO_CONTROL, min_size=1, max_size=250)
+METRICS = st.dictionaries(
+    METRIC_KEYS, METRIC_NUMBERS | st.lists(METRIC_NUMBERS, max_size=5), max_size=5
+)
 
 
 def _extra_keys(cls: type[Any]) -> st.SearchStrategy[dict[str, Any]]:

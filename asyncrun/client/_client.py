@@ -119,7 +119,11 @@ class AsyncClient:
         self._tasks.start_soon(fn, arg)
 
     async def __aenter__(self) -> Self:
-        await self._transport.aopen()
+        try:
+            await self._transport.aopen()
+        except BaseException:
+            await self._transport.aclose()
+            raise
         tasks = anyio.create_task_group()
         await tasks.__aenter__()
         self._tasks = tasks
@@ -152,6 +156,7 @@ class AsyncClient:
         if self._closed:
             return
         self._closed = True
+        self._watcher.close(RuntimeError("the client was closed while this wait was pending"))
         try:
             await self._final_flush()
         finally:

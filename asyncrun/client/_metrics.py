@@ -113,13 +113,15 @@ class MetricFlusher:
         self._not_before: dict[RunKey, float] = {}  # a server's Retry-After, across flushes
         self._lock = anyio.Lock()
 
+    def _queued_values(self) -> int:
+        return sum(size(op) for q in self._queues.values() for b in q for op in b.ops)
+
     def pending(self) -> int:
         """Metric values not yet acknowledged by the server (buffered or in formed batches).
 
         Counted in values, as logged: batches merge many calls into one operation.
         """
-        queued = sum(size(op) for q in self._queues.values() for b in q for op in b.ops)
-        return len(self.buffer) + queued
+        return len(self.buffer) + self._queued_values()
 
     def errors_of(self, run: RunKey) -> list[AsyncRunError]:
         """What the caller of ``flush()`` must hear about a run, then forgets it.
@@ -171,7 +173,10 @@ class MetricFlusher:
         Batches that could not be delivered by then stay queued, in order, for the next flush.
         """
         async with self._lock:
-            self._form_batches()
+            if self._queued_values() < self.buffer.capacity:
+                # While batches wait (server down), leave new values in the bounded buffer:
+                # its back-pressure then holds writers, and memory stays bounded.
+                self._form_batches()
             for run in list(self._queues):
                 queue = self._queues[run]
                 wait = self._not_before.get(run, 0.0) - anyio.current_time()

@@ -123,14 +123,11 @@ class AsyncRun(RecordView):
         """
         self._buffer.add_many(self._key, ops_of_log_metrics(metrics, overwrite))
 
-    async def flush(self, timeout: float = 60.0) -> AsyncRun:
+    async def flush(self, timeout: float = 60.0) -> None:
         """Send every buffered metric now (of every run of the client).
 
         Args:
             timeout: Seconds to keep retrying retryable failures.
-
-        Returns:
-            The run (not refreshed: call ``refresh()`` to read the merged metrics).
 
         Raises:
             AsyncRunError: the first error met delivering this run's metrics, e.g. a batch the
@@ -142,7 +139,6 @@ class AsyncRun(RecordView):
         errors = flusher.errors_of(self._key)
         if errors:
             raise errors[0]  # a refusal first; else why some values still wait
-        return self
 
     @property
     def record(self) -> Run:

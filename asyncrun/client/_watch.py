@@ -9,9 +9,9 @@ from typing import Any
 import anyio
 import attrs
 
-from .._core.errors import TransportError
+from .._core.errors import AsyncRunError, TransportError
 from .._core.polling import Backoff
-from .._core.query import WatchQuery
+from .._core.query import MAX_WATCH_IDS, WatchQuery
 from .._core.records import Run, State, Transition
 from .._core.states import TERMINAL
 from ._transports._base import AsyncTransport
@@ -31,6 +31,7 @@ class _Waiter:
     done: anyio.Event = attrs.Factory(anyio.Event)
     run: Run | None = None
     deleted: bool = False
+    error: BaseException | None = None
     log_info: bool = False
     last_state: State | None = None
 
@@ -76,7 +77,7 @@ class Watcher:
         if len(by_id) == 1 and new_id and project not in self._polls:
             self._polls[project] = anyio.CancelScope()
             self._spawn(self._loop, project)
-        elif new_id:
+        elif new_id and project in self._polls:
             self._polls[project].cancel()  # re-issue the long-poll with the new id in it
         try:
             await waiter.done.wait()
@@ -86,7 +87,22 @@ class Watcher:
                 waiters.remove(waiter)
             if not waiters:
                 by_id.pop(id, None)
+        if waiter.error is not None:
+            raise waiter.error
         return waiter.run, waiter.deleted
+
+    def close(self, error: BaseException) -> None:
+        """Wake every waiter with ``error`` (the client is closing: nobody will poll)."""
+        for by_id in self._waiters.values():
+            self._fail(by_id, error)
+
+    @staticmethod
+    def _fail(by_id: dict[str, list[_Waiter]], error: BaseException) -> None:
+        for waiters in by_id.values():
+            for waiter in waiters:
+                waiter.error = error
+                waiter.done.set()
+        by_id.clear()
 
     async def _loop(self, project: str) -> None:
         by_id = self._waiters[project]
@@ -95,21 +111,27 @@ class Watcher:
         try:
             while by_id:
                 started = anyio.current_time()
-                fresh = self._fresh.pop(project, set()) & by_id.keys()
-                query = WatchQuery(
-                    tuple(i for i in by_id if i not in fresh), tuple(fresh), since, self._hold
-                )
+                fresh = list(self._fresh.pop(project, set()) & by_id.keys())
+                # At most MAX_WATCH_IDS per request; ids beyond wait for a later tick.
+                fresh = fresh[:MAX_WATCH_IDS]
+                known = [i for i in by_id if i not in fresh][: MAX_WATCH_IDS - len(fresh)]
+                self._fresh.setdefault(project, set()).update(set(by_id) - set(fresh) - set(known))
+                query = WatchQuery(tuple(known), tuple(fresh), since, self._hold)
+                changes = None
                 # A fresh scope per request: a new wait cancels the one in flight (see wait()).
                 scope = self._polls[project] = anyio.CancelScope()
                 with scope:
                     try:
                         changes = await self._transport.watch(project, query)
                     except TransportError as exc:
-                        changes = None
-                        delay = self._backoff.delay(attempt, random.random())
+                        delay = self._backoff.delay(attempt, random.random(), exc.retry_after)
                         attempt += 1
                         log.warning("watching runs failed (%s); retrying in %.2fs", exc, delay)
                         await anyio.sleep(delay)
+                    except AsyncRunError as exc:
+                        # Not retryable (auth, validation): every wait of the project hears it.
+                        self._fail(by_id, exc)
+                        return
                 if changes is None or scope.cancel_called:
                     self._fresh.setdefault(project, set()).update(fresh)
                     continue

@@ -46,9 +46,12 @@ def _outcome(code: int, scratch: Path) -> Outcome:
     path = scratch / RESULT_FILE
     if not path.exists():
         return exit_outcome(code)
-    written = json.loads(path.read_text())
+    try:
+        written = json.loads(path.read_text())
+    except ValueError:
+        return Outcome(State.ERROR, "the job's result file is unreadable", {"exit_code": code})
     if "error" in written:
-        return Outcome(State.ERROR, written["error"], {"exit_code": code})
+        return Outcome(State.ERROR, str(written["error"]), {"exit_code": code})
     return Outcome(State.COMPLETED, None, {"exit_code": code, "results": written["result"]})
 
 

@@ -40,10 +40,11 @@ from typing import IO, Any
 import attrs
 import psutil
 
-from .. import kinds
-from .._core.errors import NotFound
+from .. import _serde, kinds
+from .._core.errors import AsyncRunError, NotFound
 from .._core.records import Run, State
 from .._core.states import TERMINAL, transition
+from ..kinds import Outcome
 from ._store._sqlite import Execution, SQLiteStore
 
 POLL = 0.01
@@ -360,7 +361,14 @@ class Agent:
         self.flush_logs()  # every line is stored before the state says the run ended
         _killpg(job.proc.pid, signal.SIGKILL)  # leave nothing of the job's group behind
         code = job.proc.wait()
-        outcome = job.kind.outcome(code, job.scratch)
+        try:
+            outcome = job.kind.outcome(code, job.scratch)
+            # What a record cannot carry (too deep, ints beyond 64 bits) fails here, not later
+            # on every read of the run.
+            _serde.check_depth(outcome.status, _serde.MAX_DEPTH - 2)
+            _serde.dumps(outcome.status)
+        except Exception as exc:
+            outcome = Outcome(State.ERROR, f"cannot read how the job ended: {exc}", {})
         stopped = job.stop_requested
 
         def ended(r: Run) -> Run:
@@ -370,7 +378,11 @@ class Agent:
                 return r
             return move(r, outcome.state, message=outcome.message, **outcome.status)
 
-        self._modify(project, id_, ended)
+        try:
+            self._modify(project, id_, ended)
+        except (TypeError, ValueError, AsyncRunError) as exc:  # e.g. a result JSON cannot carry
+            message = f"cannot record the job's result: {exc}"
+            self._modify(project, id_, lambda r: move(r, State.ERROR, message=message))
         self.store.end_execution(project, id_, job.execution.number)
         shutil.rmtree(job.scratch, ignore_errors=True)
         del self.jobs[job.key]

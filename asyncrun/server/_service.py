@@ -16,6 +16,7 @@ import attrs
 from .. import _serde, kinds
 from .._core.errors import NotFound, ValidationError
 from .._core.metrics import Batch
+from .._core.protocol import MAX_REVISION
 from .._core.query import Changes, ListQuery
 from .._core.records import LogLine, Run, State, Transition
 from .._core.states import TERMINAL, check_action, path_to, transition
@@ -159,6 +160,10 @@ class RunService:
             )
         _validate_spec(incoming.kind, incoming.spec)
         expected = incoming.metadata.revision if revision is None else revision
+        if not 0 <= expected <= MAX_REVISION:
+            raise ValidationError(
+                f"metadata.revision must be 0 to {MAX_REVISION}", detail={"field": "revision"}
+            )
         metadata = attrs.evolve(
             incoming.metadata,
             created=current.metadata.created,
@@ -340,15 +345,20 @@ class RunService:
             NotFound: if there is no such run (or it is deleted while followed).
         """
         await self.get(project, id)
+        last_sent = anyio.current_time()
         while True:
             run = await self.get(project, id)  # the state first, then the lines: no line is missed
             lines = self.store.read_logs(project, id, offset, LOG_PAGE)
             if lines:
                 yield lines
+                last_sent = anyio.current_time()
                 offset = lines[-1].offset + 1
                 continue
             if run.status.state in TERMINAL:
                 return
+            if anyio.current_time() - last_sent >= HEARTBEAT:
+                yield []  # a quiet job's stream proves it is alive: clients keep read timeouts
+                last_sent = anyio.current_time()
             seq = self.store.current_seq()
             for _ in range(10):
                 await anyio.sleep(WATCH_POLL)

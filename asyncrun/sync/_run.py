@@ -55,10 +55,9 @@ class Run(RecordView):
         """Log several metrics; see ``AsyncRun.log_metrics``. Buffered: no I/O."""
         self._async.log_metrics(metrics, overwrite)
 
-    def flush(self, timeout: float = 60.0) -> Run:
+    def flush(self, timeout: float = 60.0) -> None:
         """Send every buffered metric now; see ``AsyncRun.flush``."""
         self._client._call(self._async.flush, timeout)
-        return self
 
     def run(self) -> Run:
         """Start the run; see ``AsyncRun.run``."""

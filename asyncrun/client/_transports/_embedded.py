@@ -1,9 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import functools
+import sqlite3
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from ..._core.errors import TransportError
 from ..._core.metrics import Batch
 from ..._core.query import Changes, ListQuery, WatchQuery
 from ..._core.records import LogLine, Run
@@ -12,7 +15,29 @@ from ...server._service import RunService
 from ...server._store._sqlite import SQLiteStore
 from ._base import AsyncTransport
 
+T = TypeVar("T")
 
+
+def _store_errors_as_transport_errors(cls: type[T]) -> type[T]:
+    """A locked or failing database file is, to the client, an unreachable backend."""
+
+    def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await method(*args, **kwargs)
+            except sqlite3.Error as exc:
+                raise TransportError(f"the embedded database failed: {exc}") from exc
+
+        return wrapper
+
+    for name in ("create_run", "get_run", "update_run", "delete_run", "list_runs", "action",
+                 "watch", "read_logs", "log_metrics"):  # fmt: skip
+        setattr(cls, name, wrap(getattr(cls, name)))
+    return cls
+
+
+@_store_errors_as_transport_errors
 class EmbeddedTransport(AsyncTransport):
     """The service layer in this process, on a SQLite file: nothing to start.
 

@@ -142,14 +142,21 @@ class HTTPTransport(AsyncTransport):
                     raise self._error(response)
                 # Read to the natural end even after the end marker (the server closes right
                 # after it): leaving httpx's generators half-way makes Trio warn about them.
-                async for text in response.aiter_lines():
-                    if not text or ended:
-                        continue  # a heartbeat
-                    data = _serde.loads(text)
-                    if "end" in data:
-                        ended = True
-                    else:
-                        yield [_serde.log_line_from_dict(data)]
+                rest = b""
+                async for chunk in response.aiter_bytes():
+                    # One batch per received chunk (the server sends one per store read).
+                    *complete, rest = (rest + chunk).split(b"\n")
+                    batch = []
+                    for text in complete:
+                        if not text or ended:
+                            continue  # a heartbeat
+                        data = _serde.loads(text)
+                        if "end" in data:
+                            ended = True
+                        else:
+                            batch.append(_serde.log_line_from_dict(data))
+                    if batch:
+                        yield batch
         except httpx.HTTPError as exc:
             raise TransportError(
                 f"the log stream of run {id!r} broke: {exc or type(exc).__name__}"

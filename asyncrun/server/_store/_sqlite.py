@@ -133,10 +133,12 @@ class SQLiteStore:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            # Also after a failed COMMIT (disk full): never keep the write lock.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def _migrate(self) -> None:
         with self._write() as db:
@@ -436,6 +438,13 @@ class SQLiteStore:
         """
         with self._write() as db:
             for (project, id), batch in lines.items():
+                if (
+                    db.execute(
+                        "SELECT 1 FROM runs WHERE project = ? AND id = ?", (project, id)
+                    ).fetchone()
+                    is None
+                ):
+                    continue  # deleted: its lines must not reach a new run with the same id
                 row = db.execute(
                     "SELECT coalesce(max(line_no), -1) + 1 FROM logs WHERE project = ? AND id = ?",
                     (project, id),
