@@ -32,3 +32,14 @@ def stubborn() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     print("ignoring SIGTERM", flush=True)
     time.sleep(3600)
+
+
+def huge() -> int:
+    return 2**64  # JSON can say it; a record cannot carry it
+
+
+def deep() -> list[object]:
+    value: list[object] = []
+    for _ in range(100):
+        value = [value]
+    return value
