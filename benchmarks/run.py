@@ -16,9 +16,10 @@ from pathlib import Path
 
 import bench_crud
 import bench_metrics
+import bench_runs
 
 HERE = Path(__file__).parent
-MODULES = {"crud": bench_crud, "metrics": bench_metrics}
+MODULES = {"crud": bench_crud, "metrics": bench_metrics, "runs": bench_runs}
 
 
 def table(results: list[dict[str, object]]) -> str:

@@ -46,6 +46,7 @@ class LocalExecutor:
         self.keep_log_lines = keep_log_lines
         self.endpoint = endpoint
         self.idle_exit = idle_exit
+        self._starting = anyio.Lock()
 
     def agent_alive(self) -> bool:
         """Whether an agent holds this database's lock."""
@@ -63,8 +64,12 @@ class LocalExecutor:
         Raises:
             OSError: if the process cannot be started.
         """
-        if self.agent_alive():
-            return
+        async with self._starting:  # one start at a time: a cold burst of run() spawns one agent
+            if self.agent_alive():
+                return
+            await self._spawn()
+
+    async def _spawn(self) -> None:
         argv = [
             sys.executable, "-m", "asyncrun.server._agent", "--db", str(self.db_path),
             "--grace", str(self.stop_grace), "--keep-lines", str(self.keep_log_lines),
