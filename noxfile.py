@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["lint", "typing", "tests"]
@@ -38,3 +40,26 @@ def bench(session: nox.Session) -> None:
     """Run the benchmarks and rewrite benchmarks/RESULTS.md."""
     session.install("-e", ".[server]")
     session.run("python", "benchmarks/run.py", *session.posargs, env={"PYTHONHASHSEED": "0"})
+
+
+@nox.session(python=PYTHON)
+def bench_peers(session: nox.Session) -> None:
+    """Run asyncrun and MLflow 3.x on the same workloads; write benchmarks/PEERS_RESULTS.md.
+
+    Two environments, so neither side's dependencies can change the other's. This session's
+    venv holds MLflow (the full package: mlflow-skinny has no tracking server) and runs
+    benchmarks/peers/run.py, which alternates, once per repetition, the MLflow side (in this
+    venv) and the asyncrun side, run with the interpreter of a plain venv nested in this one
+    (``asyncrun-venv``: created once, ``pip install -e .[server]`` on every invocation so it
+    tracks the work tree; removed with this venv). Each side starts its own server on loopback
+    and stops it. Arguments after ``--`` go to run.py (e.g. ``--scale 0.1 --no-write``).
+    """
+    session.install("mlflow>=3,<4")
+    venv = Path(session.virtualenv.location) / "asyncrun-venv"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        session.run_install("python", "-m", "venv", str(venv))
+    session.run_install(str(python), "-m", "pip", "install", "-q", "-e", ".[server]", external=True)
+    session.run(
+        "python", "benchmarks/peers/run.py", "--asyncrun-python", str(python), *session.posargs
+    )
