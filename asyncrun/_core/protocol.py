@@ -11,6 +11,8 @@ API_PREFIX: Final = "/api/v1"
 ERROR_CONTENT_TYPE: Final = "application/json"
 MAX_REVISION: Final = 2**63 - 1
 """Revisions are SQLite integers: anything larger cannot be a revision this API made."""
+MAX_BATCH_CREATE: Final = 1000
+"""Most runs one ``runs:batchCreate`` request may carry."""
 
 
 def runs_path(project: str, id: str | None = None, action: str | None = None) -> str:
@@ -49,3 +51,21 @@ def parse_if_match(header: str | None) -> int | None:
             f"If-Match must be the ETag of a run (like '\"3\"'), got {header!r}",
             detail={"header": "If-Match"},
         ) from None
+
+
+def parse_batch_create(body: object) -> list[object]:
+    """The run records of a ``runs:batchCreate`` body ``{"runs": [record, ...]}``.
+
+    Each record is validated on its own later: one bad record fails only itself.
+
+    Raises:
+        ValidationError: if the body is not an object with a list of 1 to
+            :data:`MAX_BATCH_CREATE` records.
+    """
+    runs = body.get("runs") if isinstance(body, dict) else None
+    if not isinstance(runs, list) or not 1 <= len(runs) <= MAX_BATCH_CREATE:
+        raise ValidationError(
+            f'send {{"runs": [record, ...]}} with 1 to {MAX_BATCH_CREATE} run records',
+            detail={"field": "runs"},
+        )
+    return runs

@@ -18,6 +18,7 @@ from .._core.errors import ValidationError
 from .._core.metrics import MAX_BATCH_VALUES
 from .._core.query import DEFAULT_LIMIT, Cursor, ListQuery
 from .._core.records import new_run
+from ._create import CreateBatcher
 from ._metrics import MetricBuffer, MetricFlusher, unsent_message
 from ._run import AsyncRun
 from ._transports._base import AsyncTransport
@@ -98,6 +99,7 @@ class AsyncClient:
         self._closed = False
         self._tasks: TaskGroup | None = None
         self._watcher = Watcher(self._transport, self._spawn)
+        self._creates = CreateBatcher(self._transport, lambda: self._tasks)
         self._metrics = MetricBuffer(metric_buffer_size)
         self._flusher = MetricFlusher(
             self._transport,

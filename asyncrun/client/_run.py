@@ -161,7 +161,7 @@ class AsyncRun(RecordView):
             revision = self._record.metadata.revision
             self._record = await transport.update_run(self.project, self.id, data, revision)
         else:
-            self._record = await transport.create_run(self.project, data)
+            self._record = await self._client._creates.create(self.project, data)
         return self
 
     async def refresh(self) -> AsyncRun:

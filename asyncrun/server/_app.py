@@ -29,7 +29,7 @@ from .._core.errors import (
     ValidationError,
 )
 from .._core.metrics import Batch
-from .._core.protocol import API_PREFIX, etag, parse_if_match
+from .._core.protocol import API_PREFIX, etag, parse_batch_create, parse_if_match
 from .._core.query import ListQuery, WatchQuery
 from .._core.records import Run, check_name
 from ._openapi import openapi_document
@@ -84,6 +84,16 @@ def _error(status_code: int, code: str, message: str, detail: Any = None) -> Res
     return _json({"code": code, "message": message, "detail": detail}, status_code)
 
 
+def _error_body(exc: AsyncRunError) -> dict[str, Any]:
+    # An error inside a 200 batch answer carries the status it would have had on its own.
+    return {
+        "status": exc.status_code,
+        "code": exc.code,
+        "message": exc.message,
+        "detail": exc.detail,
+    }
+
+
 def _path_names(request: Request) -> tuple[str, str | None]:
     params = request.path_params
     try:
@@ -132,6 +142,19 @@ class Api:
         project, _ = _path_names(request)
         run = await self.service.create(project, await self._body(request))
         return _run_response(run, 201)
+
+    async def create_runs(self, request: Request) -> Response:
+        project, _ = _path_names(request)
+        items = parse_batch_create(await self._body(request))
+        results = await self.service.create_many(project, items)
+        return _json(
+            {
+                "results": [
+                    {"run": _serde.to_dict(r)} if isinstance(r, Run) else {"error": _error_body(r)}
+                    for r in results
+                ]
+            }
+        )
 
     async def list_runs(self, request: Request) -> Response:
         project, _ = _path_names(request)
@@ -304,6 +327,7 @@ def create_app(service: RunService, *, max_body_bytes: int = DEFAULT_MAX_BODY_BY
     routes = [
         # runs:watch first: "{project}/runs:watch" must not be read as a run id.
         Route(f"{runs}:watch", api.watch, methods=["GET", "POST"]),
+        Route(f"{runs}:batchCreate", api.create_runs, methods=["POST"]),
         _route(runs, GET=api.list_runs, POST=api.create_run),
         _route(f"{runs}/{{id}}", GET=api.get_run, PUT=api.update_run, DELETE=api.delete_run),
         Route(f"{runs}/{{id}}/logs", api.logs, methods=["GET"]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from .._core.protocol import API_PREFIX
+from .._core.protocol import API_PREFIX, MAX_BATCH_CREATE
 from .._core.query import MAX_IDS, MAX_LIMIT, MAX_WATCH_IDS, MAX_WATCH_SECONDS
 from .._core.records import State
 
@@ -91,6 +91,53 @@ _SCHEMAS: dict[str, Any] = {
             "spec": {"type": "object"},
             "status": _ref("Status"),
             "user": _NULLABLE_STR,
+        },
+    },
+    "BatchCreateRequest": {
+        "type": "object",
+        "required": ["runs"],
+        "properties": {
+            "runs": {
+                "type": "array",
+                "items": _ref("Run"),
+                "minItems": 1,
+                "maxItems": MAX_BATCH_CREATE,
+            }
+        },
+    },
+    "BatchCreateResult": {
+        "type": "object",
+        "required": ["results"],
+        "properties": {
+            "results": {
+                "type": "array",
+                "description": "One entry per record sent, in order",
+                "items": {
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "required": ["run"],
+                            "properties": {"run": _ref("Run")},
+                        },
+                        {
+                            "type": "object",
+                            "required": ["error"],
+                            "properties": {
+                                "error": {
+                                    "allOf": [
+                                        _ref("Error"),
+                                        {
+                                            "type": "object",
+                                            "required": ["status"],
+                                            "properties": {"status": {"type": "integer"}},
+                                        },
+                                    ]
+                                }
+                            },
+                        },
+                    ]
+                },
+            }
         },
     },
     "LogLine": {
@@ -243,6 +290,22 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [project, run_id],
                     "responses": {"204": {"description": "Deleted"}, **_errors(404, 422)},
                 },
+            },
+            f"{runs}:batchCreate": {
+                "post": {
+                    "operationId": "createRuns",
+                    "summary": f"Create up to {MAX_BATCH_CREATE} runs in one transaction; each "
+                    "record succeeds or fails on its own (its error carries its status)",
+                    "parameters": [project],
+                    "requestBody": {
+                        "required": True,
+                        **_json_body(_ref("BatchCreateRequest"), "The runs"),
+                    },
+                    "responses": {
+                        "200": _json_body(_ref("BatchCreateResult"), "One result per run"),
+                        **_errors(400, 413, 415, 422),
+                    },
+                }
             },
             f"{runs}:watch": {
                 "get": {

@@ -14,7 +14,7 @@ import anyio
 import attrs
 
 from .. import _serde, kinds
-from .._core.errors import NotFound, ValidationError
+from .._core.errors import AsyncRunError, NotFound, ValidationError
 from .._core.metrics import Batch
 from .._core.protocol import MAX_REVISION
 from .._core.query import Changes, ListQuery
@@ -90,6 +90,28 @@ class RunService:
             ValidationError: if the record is invalid or names another project.
             AlreadyExists: if the id is taken.
         """
+        run = self._new(project, data, self.clock())
+        self.store.insert(run)
+        return run
+
+    async def create_many(self, project: str, items: Sequence[Any]) -> list[Run | AsyncRunError]:
+        """Create several runs in one transaction, each validated on its own.
+
+        Returns:
+            For each item in order, the stored run or the error that refused it.
+        """
+        now = self.clock()
+        results: list[Run | AsyncRunError] = []
+        for data in items:
+            try:
+                results.append(self._new(project, data, now))
+            except AsyncRunError as exc:
+                results.append(exc)
+        errors = iter(self.store.insert_many([r for r in results if isinstance(r, Run)]))
+        return [(next(errors) or r) if isinstance(r, Run) else r for r in results]
+
+    @staticmethod
+    def _new(project: str, data: Any, now: datetime) -> Run:
         run = _serde.from_dict(data)
         if run.project != project:
             raise ValidationError(
@@ -97,7 +119,6 @@ class RunService:
                 detail={"field": "project"},
             )
         _validate_spec(run.kind, run.spec)
-        now = self.clock()
         metadata = attrs.evolve(
             run.metadata, created=run.metadata.created or now, updated=now, revision=1
         )
@@ -109,9 +130,7 @@ class RunService:
             message=None,
             transitions=[Transition(State.CREATED, now)],
         )
-        run = attrs.evolve(run, metadata=metadata, status=status)
-        self.store.insert(run)
-        return run
+        return attrs.evolve(run, metadata=metadata, status=status)
 
     async def get(self, project: str, id: str) -> Run:
         """Read one run.

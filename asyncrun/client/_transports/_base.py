@@ -4,6 +4,7 @@ import abc
 from collections.abc import AsyncGenerator
 from typing import Any
 
+from ..._core.errors import AsyncRunError
 from ..._core.metrics import Batch
 from ..._core.query import Changes, ListQuery, WatchQuery
 from ..._core.records import LogLine, Run
@@ -21,6 +22,12 @@ class AsyncTransport(abc.ABC):
 
     @abc.abstractmethod
     async def create_run(self, project: str, data: dict[str, Any]) -> Run: ...
+
+    @abc.abstractmethod
+    async def create_runs(
+        self, project: str, items: list[dict[str, Any]]
+    ) -> list[Run | AsyncRunError]:
+        """Create several runs at once: for each, the stored run or the error refusing it."""
 
     @abc.abstractmethod
     async def get_run(self, project: str, id: str) -> Run: ...

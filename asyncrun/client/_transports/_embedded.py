@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..._core.errors import TransportError
+from ..._core.errors import AsyncRunError, TransportError
 from ..._core.metrics import Batch
 from ..._core.query import Changes, ListQuery, WatchQuery
 from ..._core.records import LogLine, Run
@@ -31,8 +31,8 @@ def _store_errors_as_transport_errors(cls: type[T]) -> type[T]:
 
         return wrapper
 
-    for name in ("create_run", "get_run", "update_run", "delete_run", "list_runs", "action",
-                 "watch", "read_logs", "log_metrics"):  # fmt: skip
+    for name in ("create_run", "create_runs", "get_run", "update_run", "delete_run",
+                 "list_runs", "action", "watch", "read_logs", "log_metrics"):  # fmt: skip
         setattr(cls, name, wrap(getattr(cls, name)))
     return cls
 
@@ -55,6 +55,11 @@ class EmbeddedTransport(AsyncTransport):
 
     async def create_run(self, project: str, data: dict[str, Any]) -> Run:
         return await self._service.create(project, data)
+
+    async def create_runs(
+        self, project: str, items: list[dict[str, Any]]
+    ) -> list[Run | AsyncRunError]:
+        return await self._service.create_many(project, items)
 
     async def get_run(self, project: str, id: str) -> Run:
         return await self._service.get(project, id)

@@ -88,6 +88,19 @@ class HTTPTransport(AsyncTransport):
         response = await self._send("POST", runs_path(project), body=data)
         return _serde.run_from_json(response.content)
 
+    async def create_runs(
+        self, project: str, items: list[dict[str, Any]]
+    ) -> list[Run | AsyncRunError]:
+        response = await self._send(
+            "POST", runs_path(project) + ":batchCreate", body={"runs": items}
+        )
+        return [
+            _serde.from_dict(result["run"])
+            if "run" in result
+            else error_from_body(result["error"]["status"], result["error"])
+            for result in _serde.loads(response.content)["results"]
+        ]
+
     async def get_run(self, project: str, id: str) -> Run:
         response = await self._send("GET", runs_path(project, id))
         return _serde.run_from_json(response.content)

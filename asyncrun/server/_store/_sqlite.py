@@ -202,23 +202,38 @@ class SQLiteStore:
         Raises:
             AlreadyExists: if the project already has a run with this id.
         """
+        (error,) = self.insert_many([run])
+        if error is not None:
+            raise error
+
+    def insert_many(self, runs: Sequence[Run]) -> list[AlreadyExists | None]:
+        """Store new runs in one transaction; a taken id fails only its own run.
+
+        Returns:
+            For each run, ``None`` if it was stored, else the error saying why not.
+        """
         with self._write() as db:
-            try:
-                db.execute(
-                    "INSERT INTO runs (kind, name, state, created_us, revision, doc, seq,"
-                    " project, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    self._row(db, run),
-                )
-            except sqlite3.IntegrityError:
-                raise AlreadyExists(
-                    f"run {run.id!r} already exists in project {run.project!r}; "
-                    "use save(update=True) to change it",
-                    detail={"project": run.project, "id": run.id},
-                ) from None
-            self._set_labels(db, run)
-            if run.status.metrics:  # an imported run brings its metrics along
-                ops = [Op(key, Mode.SET, value) for key, value in run.status.metrics.items()]
-                _metrics.apply_ops(db, run.project, run.id, ops)
+            return [self._insert(db, run) for run in runs]
+
+    def _insert(self, db: sqlite3.Connection, run: Run) -> AlreadyExists | None:
+        try:
+            db.execute(
+                "INSERT INTO runs (kind, name, state, created_us, revision, doc, seq,"
+                " project, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                self._row(db, run),
+            )
+        except sqlite3.IntegrityError:
+            # Nothing of this run was written yet: the transaction goes on for the others.
+            return AlreadyExists(
+                f"run {run.id!r} already exists in project {run.project!r}; "
+                "use save(update=True) to change it",
+                detail={"project": run.project, "id": run.id},
+            )
+        self._set_labels(db, run)
+        if run.status.metrics:  # an imported run brings its metrics along
+            ops = [Op(key, Mode.SET, value) for key, value in run.status.metrics.items()]
+            _metrics.apply_ops(db, run.project, run.id, ops)
+        return None
 
     def _load(self, doc: bytes) -> Run:
         run = _serde.run_from_json(doc)
