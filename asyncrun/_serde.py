@@ -292,27 +292,46 @@ def from_yaml(text: str) -> Run:
 
 
 def log_line_to_dict(line: LogLine) -> dict[str, Any]:
-    """A log line as JSON-able data (hand-written: this is the hot path of log streaming)."""
-    return {
-        "offset": line.offset,
-        "stream": line.stream,
-        "time": line.time.isoformat(),
-        "text": line.text,
-    }
+    """A log line as data for :func:`dumps` (hand-written: the hot path of log streaming).
+
+    The time stays a ``datetime``: orjson writes it as ISO 8601 in C, four times faster
+    than ``datetime.isoformat``.
+    """
+    return {"offset": line.offset, "stream": line.stream, "time": line.time, "text": line.text}
 
 
 def log_line_from_dict(data: Any) -> LogLine:
-    """Parse a log line made by :func:`log_line_to_dict`.
+    """Parse a log line made by :func:`log_line_to_dict` and decoded from JSON.
 
     Raises:
         ValidationError: if the data is not a log line.
     """
     try:
-        return LogLine(
-            int(data["offset"]),
-            str(data["stream"]),
-            _structure_datetime(data["time"], None),
-            str(data["text"]),
-        )
+        offset, stream, time, text = data["offset"], data["stream"], data["time"], data["text"]
+        if type(offset) is int and type(stream) is str and type(text) is str:
+            parsed = datetime.fromisoformat(time)
+            if parsed.tzinfo is not None:
+                return LogLine(offset, stream, parsed, text)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValidationError(f"invalid log line: {exc}") from None
+    raise ValidationError(f"invalid log line: {str(data)[:200]}")
+
+
+def log_lines_from_ndjson(lines: list[bytes]) -> tuple[list[LogLine], bool]:
+    """Parse complete NDJSON lines of a log stream in one decoder call.
+
+    Blank lines are heartbeats; ``{"end": true}`` marks the end of the stream.
+
+    Returns:
+        The log lines before the end marker, and whether the end marker was among them.
+
+    Raises:
+        ValidationError: if a line is not JSON or not a log line.
+    """
+    items = loads(b"[" + b",".join(line for line in lines if line.strip()) + b"]")
+    batch: list[LogLine] = []
+    for item in items:
+        if isinstance(item, dict) and "end" in item:
+            return batch, True
+        batch.append(log_line_from_dict(item))
+    return batch, False

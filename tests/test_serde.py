@@ -446,3 +446,35 @@ def test_from_yaml_rejects_bad_documents(text: str) -> None:
 def test_run_from_json_rejects_bad_json_as_malformed(payload: bytes) -> None:
     with pytest.raises(asyncrun.MalformedRequest):
         _serde.run_from_json(payload)
+
+
+def test_log_stream_lines_parse_in_one_call_with_heartbeats_and_end() -> None:
+    first = _serde.dumps(
+        _serde.log_line_to_dict(
+            asyncrun.LogLine(0, "stdout", datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC), "a")
+        )
+    )
+    assert b'"time":"2026-01-02T03:04:05.000006+00:00"' in first
+    lines, ended = _serde.log_lines_from_ndjson([first, b"", b"  ", first])
+    assert [line.text for line in lines] == ["a", "a"]
+    assert not ended
+    assert lines[0].time == datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    lines, ended = _serde.log_lines_from_ndjson([first, b'{"end": true}', first])
+    assert len(lines) == 1
+    assert ended
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"offset": "1", "stream": "stdout", "time": "2026-01-01T00:00:00+00:00", "text": ""}',
+        b'{"offset": 1, "stream": "stdout", "time": "2026-01-01T00:00:00", "text": ""}',
+        b'{"offset": 1, "stream": "stdout", "time": 5, "text": ""}',
+        b'{"offset": 1}',
+        b"[1]",
+        b"7",
+    ],
+)
+def test_a_bad_log_stream_line_is_a_validation_error(line: bytes) -> None:
+    with pytest.raises(asyncrun.ValidationError, match="invalid log line"):
+        _serde.log_lines_from_ndjson([line])

@@ -44,7 +44,7 @@ class Transition:
     message: str | None = None
 
 
-@attrs.frozen
+@attrs.define
 class LogLine:
     """One line a run wrote, with its position in the run's log.
 
@@ -54,6 +54,9 @@ class LogLine:
         stream: ``"stdout"`` or ``"stderr"``.
         time: When the line was read from the process.
         text: The line, without its newline.
+
+    Treat it as read-only. It is not a frozen class because a log stream builds millions of
+    them and a frozen attrs ``__init__`` costs three times as much.
     """
 
     offset: int

@@ -159,15 +159,9 @@ class HTTPTransport(AsyncTransport):
                 async for chunk in response.aiter_bytes():
                     # One batch per received chunk (the server sends one per store read).
                     *complete, rest = (rest + chunk).split(b"\n")
-                    batch = []
-                    for text in complete:
-                        if not text or ended:
-                            continue  # a heartbeat
-                        data = _serde.loads(text)
-                        if "end" in data:
-                            ended = True
-                        else:
-                            batch.append(_serde.log_line_from_dict(data))
+                    if ended or not complete:
+                        continue
+                    batch, ended = _serde.log_lines_from_ndjson(complete)
                     if batch:
                         yield batch
         except httpx.HTTPError as exc:
