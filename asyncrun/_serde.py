@@ -8,6 +8,7 @@ turns records into dicts. Structuring is strict: a wrong type is a
 from __future__ import annotations
 
 import io
+import sys
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
@@ -194,9 +195,34 @@ def from_dict(data: Any) -> Run:
     """
     check_depth(data)
     try:
-        return validate(converter.structure(data, Run))
+        return _share(validate(converter.structure(data, Run)))
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
         raise ValidationError(f"invalid run record: {_describe(exc)}") from None
+
+
+def _share(run: Run) -> Run:
+    """Let the parts of a parsed record that repeat share one object.
+
+    A client holding thousands of runs otherwise keeps thousands of copies of the same
+    project, kind and label strings, the id three times per run (id, name, metadata.name) and
+    equal times twice (a transition and ``updated``): about a fifth of a completed run.
+    """
+    run.project = run.metadata.project = sys.intern(run.project)
+    run.kind = sys.intern(run.kind)
+    metadata = run.metadata
+    if run.name == run.id:
+        run.name = run.id
+    if metadata.name == run.name:
+        metadata.name = run.name
+    metadata.labels = [sys.intern(label) for label in metadata.labels]
+    times: dict[datetime, datetime] = {}
+    for transition in run.status.transitions:
+        transition.time = times.setdefault(transition.time, transition.time)
+    if metadata.updated is not None:
+        metadata.updated = times.get(metadata.updated, metadata.updated)
+    if metadata.created is not None:
+        metadata.created = times.get(metadata.created, metadata.created)
+    return run
 
 
 def dumps(data: Any) -> bytes:

@@ -478,3 +478,29 @@ def test_log_stream_lines_parse_in_one_call_with_heartbeats_and_end() -> None:
 def test_a_bad_log_stream_line_is_a_validation_error(line: bytes) -> None:
     with pytest.raises(asyncrun.ValidationError, match="invalid log line"):
         _serde.log_lines_from_ndjson([line])
+
+
+def test_parsed_records_share_repeated_strings_and_times() -> None:
+    # B7: a client holding many runs keeps one copy of what they repeat.
+    data = {
+        "kind": "command+job",
+        "id": "r1",
+        "project": "shared",
+        "name": "r1",
+        "metadata": {"project": "shared", "name": "r1", "labels": ["nightly"],
+                     "updated": "2026-01-01T00:00:01+00:00"},
+        "status": {"transitions": [
+            {"state": "COMPLETED", "time": "2026-01-01T00:00:01+00:00"},
+            {"state": "CREATED", "time": "2026-01-01T00:00:01+00:00"},
+        ]},
+    }  # fmt: skip
+    a, b = _serde.from_dict(data), _serde.from_dict(copy.deepcopy(data))
+    assert a == b
+    assert a.project is b.project
+    assert a.kind is b.kind
+    assert a.metadata.labels[0] is b.metadata.labels[0]
+    assert a.name is a.id
+    assert a.metadata.name is a.id
+    first, second = a.status.transitions
+    assert first.time is second.time
+    assert a.metadata.updated is first.time
