@@ -249,6 +249,15 @@ def run_from_json(payload: bytes | str) -> Run:
     return from_dict(loads(payload))
 
 
+def run_from_stored(payload: bytes) -> Run:
+    """Decode a run the store wrote itself: it was validated before it was written.
+
+    Typed structuring still builds the record; only the checks that guard against foreign
+    input (nesting depth, field rules) are skipped.
+    """
+    return _share(converter.structure(orjson.loads(payload), Run))
+
+
 # Characters a YAML reader may take for line breaks or that plain and single-quoted styles
 # cannot carry: a string holding one is written double-quoted, where they are escaped.
 _YAML_UNSAFE = frozenset("\x85\u2028\u2029\ufeff") | frozenset(map(chr, range(0x20))) - {"\n"}
@@ -269,21 +278,20 @@ def check_depth(data: Any, limit: int = MAX_DEPTH) -> None:
     Raises:
         ValidationError: naming the limit.
     """
+    if not isinstance(data, dict | list):
+        return
     stack = [(data, 1)]
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, dict):
-            children = value.values()
-        elif isinstance(value, list):
-            children = value  # type: ignore[assignment]
-        else:
-            continue
         if depth > limit:
             raise ValidationError(
                 f"the record is nested deeper than {limit} levels; flatten it",
                 detail={"limit": limit},
             )
-        stack.extend((child, depth + 1) for child in children)
+        # Only containers go on the stack: records are mostly scalars.
+        for child in value.values() if isinstance(value, dict) else value:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
 
 
 def _yaml() -> YAML:

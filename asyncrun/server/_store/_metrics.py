@@ -172,21 +172,31 @@ def apply_batch(
 
 def read(db: sqlite3.Connection, project: str, id: str) -> dict[str, Any]:
     """The merged metrics of a run: each key's single value, or its whole list."""
-    metrics: dict[str, Any] = {}
-    for key, shape, single in db.execute(
-        "SELECT key, shape, single FROM metric_keys WHERE project = ? AND id = ? ORDER BY key",
-        (project, id),
+    return read_many(db, project, [id]).get(id, {})
+
+
+def read_many(db: sqlite3.Connection, project: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The metrics of several runs of a project in two queries (runs without any are absent)."""
+    found: dict[str, dict[str, Any]] = {}
+    if not ids:
+        return found
+    among = f"IN ({','.join('?' * len(ids))})"
+    for id, key, shape, single in db.execute(
+        "SELECT id, key, shape, single FROM metric_keys"
+        f" WHERE project = ? AND id {among} ORDER BY id, key",
+        (project, *ids),
     ):
-        metrics[key] = _unpack(single)[0] if shape == Shape.SINGLE.value else []
-    for key, vals in db.execute(
-        "SELECT c.key, c.vals FROM metric_chunks c JOIN metric_keys k"
-        " ON k.project = c.project AND k.id = c.id AND k.key = c.key"
-        " AND k.generation = c.generation"
-        " WHERE c.project = ? AND c.id = ? ORDER BY c.key, c.chunk",
-        (project, id),
-    ):
-        metrics[key].extend(_unpack(vals))
-    return metrics
+        found.setdefault(id, {})[key] = _unpack(single)[0] if shape == Shape.SINGLE.value else []
+    if found:
+        for id, key, vals in db.execute(
+            "SELECT c.id, c.key, c.vals FROM metric_chunks c JOIN metric_keys k"
+            " ON k.project = c.project AND k.id = c.id AND k.key = c.key"
+            " AND k.generation = c.generation"
+            f" WHERE c.project = ? AND c.id {among} ORDER BY c.id, c.key, c.chunk",
+            (project, *ids),
+        ):
+            found[id][key].extend(_unpack(vals))
+    return found
 
 
 def delete(db: sqlite3.Connection, project: str, id: str) -> None:

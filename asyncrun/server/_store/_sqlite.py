@@ -236,9 +236,17 @@ class SQLiteStore:
         return None
 
     def _load(self, doc: bytes) -> Run:
-        run = _serde.run_from_json(doc)
+        run = _serde.run_from_stored(doc)
         run.status.metrics = _metrics.read(self._db, run.project, run.id)
         return run
+
+    def _load_page(self, docs: list[bytes]) -> list[Run]:
+        runs = [_serde.run_from_stored(doc) for doc in docs]
+        if runs:
+            metrics = _metrics.read_many(self._db, runs[0].project, [run.id for run in runs])
+            for run in runs:
+                run.status.metrics = metrics.get(run.id, {})
+        return runs
 
     def apply_metric_batch(
         self, project: str, id: str, writer: str, seq: int, ops: list[Op]
@@ -362,7 +370,7 @@ class SQLiteStore:
             " ORDER BY created_us DESC, id DESC LIMIT ?"
         )
         args.append(query.limit + 1)
-        return [self._load(row[0]) for row in self._db.execute(sql, args).fetchall()]
+        return self._load_page([row[0] for row in self._db.execute(sql, args).fetchall()])
 
     def changes(
         self, project: str, ids: Sequence[str], since: int, fresh: Sequence[str] = ()
