@@ -38,6 +38,7 @@ from asyncrun._core.metrics import (
     Op,
     apply_all,
     compact,
+    compact_per_run,
     ops_of_log_metric,
     ops_of_log_metrics,
     size,
@@ -803,6 +804,31 @@ def test_compact_keeps_the_effect(ops: list[Op], start: dict[str, Any]) -> None:
     assert Counter(ignored_compacted) == Counter(ignored_plain)
     assert len(compacted_ops) <= len(ops)
     assert sum(map(size, compacted_ops)) == sum(map(size, ops))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ops=ops_lists(),
+    owners=st.lists(st.sampled_from(["r1", "r2"]), min_size=20, max_size=20),
+    repeat=st.integers(1, 3),
+    start=START_STATES,
+)
+def test_compacting_per_run_keeps_each_runs_effect(
+    ops: list[Op], owners: list[str], repeat: int, start: dict[str, Any]
+) -> None:
+    # Repeating each item exercises the flusher's fast path (same run, key and mode again).
+    items = [(owners[i], op.key, int(op.mode), op.value) for i, op in enumerate(ops)]
+    items = [item for item in items for _ in range(repeat)]
+    originals = copy.deepcopy(items)
+    per_run = compact_per_run(items)
+    assert items == originals, "the given values are never modified"
+    assert set(per_run) == {run for run, *_ in items}
+    for run, compacted in per_run.items():
+        own = [Op(key, Mode(mode), value) for r, key, mode, value in originals if r == run]
+        got = copy.deepcopy(start)
+        apply_all(got, compacted)
+        assert canon(got) == canon(model(own, start))
+        assert sum(map(size, compacted)) == sum(map(size, own))
 
 
 @settings(max_examples=300, deadline=None)

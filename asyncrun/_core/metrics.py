@@ -21,7 +21,7 @@ import enum
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, TypeVar
 
 import attrs
 
@@ -236,6 +236,7 @@ def compact(ops: Iterable[Op]) -> list[Op]:
     return compact_items((op.key, op.mode, op.value) for op in ops)
 
 
+R = TypeVar("R")
 _MERGEABLE: Final = (int(Mode.APPEND), int(Mode.MERGE))
 
 
@@ -245,27 +246,53 @@ def compact_items(items: Iterable[tuple[str, int, Value]]) -> list[Op]:
     Operations on different keys commute, so they are grouped per key (first-seen order), and
     runs of APPEND or MERGE on one key become one operation with the values concatenated. A
     single MERGE of a scalar is kept as it is (on an absent key it sets a single number). Linear
-    in the number of values; the given values are never modified. Taking plain tuples lets the
-    client's flusher skip building one object per logged value.
+    in the number of values; the given values are never modified.
     """
-    per_key: dict[str, list[list[Any]]] = {}  # key -> [[mode, value, value is our own list]]
-    for key, mode, value in items:
-        chain = per_key.get(key)
-        if chain is None:
-            chain = per_key[key] = []
-        last = chain[-1] if chain else None
-        if last is not None and last[0] == mode and mode in _MERGEABLE:
-            if not last[2]:
-                last[1], last[2] = _as_list(last[1]), True  # a copy we may extend
+    return compact_per_run((None, key, mode, value) for key, mode, value in items).get(None, [])
+
+
+def compact_per_run(items: Iterable[tuple[R, str, int, Value]]) -> dict[R, list[Op]]:
+    """:func:`compact_items` of each run's items, from ``(run, key, mode, value)`` items.
+
+    One pass over plain tuples, so the client's flusher groups and compacts a million buffered
+    values without building an object per value.
+    """
+    per_run: dict[R, dict[str, list[list[Any]]]] = {}  # run -> key -> [[mode, value, owned]]
+    last_run: R | None = None
+    last_key = ""
+    last: list[Any] = [0, None, False]
+    for run, key, mode, value in items:
+        # A loop logging one metric repeats (run, key, mode): extend the same list directly.
+        if key is last_key and run is last_run and mode == last[0] and last[2]:
             if value.__class__ is list:
                 last[1].extend(value)
             else:
                 last[1].append(value)
+            continue
+        per_key = per_run.get(run)
+        if per_key is None:
+            per_key = per_run[run] = {}
+        chain = per_key.get(key)
+        if chain is None:
+            chain = per_key[key] = []
+        tail = chain[-1] if chain else None
+        if tail is not None and tail[0] == mode and mode in _MERGEABLE:
+            if not tail[2]:
+                tail[1], tail[2] = _as_list(tail[1]), True  # a copy we may extend
+            if value.__class__ is list:
+                tail[1].extend(value)
+            else:
+                tail[1].append(value)
         else:
-            chain.append([mode, value, False])
-    return [
-        Op(key, Mode(mode), value) for key, chain in per_key.items() for mode, value, _ in chain
-    ]
+            tail = [mode, value, False]
+            chain.append(tail)
+        last_run, last_key, last = run, key, tail
+    return {
+        run: [
+            Op(key, Mode(mode), value) for key, chain in per_key.items() for mode, value, _ in chain
+        ]
+        for run, per_key in per_run.items()
+    }
 
 
 def size(op: Op) -> int:

@@ -17,7 +17,7 @@ from typing import Any, Final
 import anyio
 
 from .._core.errors import AsyncRunError, TransportError
-from .._core.metrics import Batch, Op, Value, compact_items, size, split
+from .._core.metrics import Batch, Op, Value, compact_per_run, size, split
 from .._core.polling import Backoff
 from ._transports._base import AsyncTransport
 
@@ -154,15 +154,9 @@ class MetricFlusher:
                 last = anyio.current_time()
 
     def _form_batches(self) -> None:
-        per_run: dict[RunKey, list[tuple[str, int, Value]]] = {}
-        for run, key, mode, value in self.buffer.take():
-            items = per_run.get(run)
-            if items is None:
-                items = per_run[run] = []
-            items.append((key, mode, value))
-        for run, items in per_run.items():
+        for run, ops in compact_per_run(self.buffer.take()).items():
             queue = self._queues.setdefault(run, deque())
-            for part in split(compact_items(items), self.max_batch_values):
+            for part in split(ops, self.max_batch_values):
                 seq = self._last_seq.get(run, 0) + 1
                 self._last_seq[run] = seq
                 queue.append(Batch(self.writer, seq, part))
