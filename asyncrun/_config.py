@@ -4,6 +4,7 @@
 |---|---|---|
 | ``ASYNCRUN_ENDPOINT`` | URL of an ``asyncrun server`` | unset: the embedded backend |
 | ``ASYNCRUN_TOKEN`` | bearer token sent to the server | unset |
+| ``ASYNCRUN_TOKEN_FILE`` | file holding the token, re-read when the server refuses it | unset |
 | ``ASYNCRUN_HOME`` | folder of the embedded backend's database | the user data dir |
 | ``ASYNCRUN_CONTEXT`` | folder where ``export()`` writes | the working directory |
 | ``ASYNCRUN_TIMEOUT`` | seconds allowed for one HTTP request | 30 |
@@ -26,7 +27,17 @@ def endpoint() -> str | None:
 
 
 def token() -> str | None:
-    """The configured bearer token, if any."""
+    """The bearer token: ``ASYNCRUN_TOKEN_FILE``'s content, else ``ASYNCRUN_TOKEN``, if any.
+
+    Read again whenever the server answers 401, so a rotated token is picked up without a
+    restart.
+    """
+    path = os.environ.get("ASYNCRUN_TOKEN_FILE")
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None  # a file being replaced; the request goes without and fails 401
     return os.environ.get("ASYNCRUN_TOKEN") or None
 
 

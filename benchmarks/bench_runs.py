@@ -96,7 +96,7 @@ def logged_server(*options: str) -> Iterator[Server]:
         db = Path(tmp).resolve() / "bench.sqlite3"
         argv = [
             sys.executable, "-m", "asyncrun", "server", "--port", str(port),
-            "--db", str(db), "--log-level", "info", *options,
+            "--db", str(db), "--log-level", "info", "--no-auth", *options,
         ]  # fmt: skip
         with log.open("wb") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)

@@ -43,3 +43,12 @@ def deep() -> list[object]:
     for _ in range(100):
         value = [value]
     return value
+
+
+def metrics(n: int) -> int:
+    import asyncrun
+
+    run = asyncrun.current_run()
+    for i in range(n):
+        run.log_metric("step", i)
+    return n

@@ -45,9 +45,12 @@ def free_port() -> int:
 class ServerProcess:
     """A real ``asyncrun server`` subprocess on loopback."""
 
-    def __init__(self, db: Path, *extra: str, log_level: str = "warning") -> None:
+    def __init__(
+        self, db: Path, *extra: str, log_level: str = "warning", auth: bool = False
+    ) -> None:
         self.db = db
-        self.extra = (*extra, "--log-level", log_level)
+        # Loopback tests run without tokens unless they test tokens (tests/test_auth.py).
+        self.extra = (*extra, "--log-level", log_level, *(() if auth else ("--no-auth",)))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = db.with_suffix(".log")

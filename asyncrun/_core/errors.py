@@ -97,10 +97,17 @@ class InvalidTransition(Conflict):
 
 
 class AuthError(AsyncRunError):
-    """The request was not authenticated or not authorised."""
+    """The request was not authenticated: no token, or one the server does not know."""
 
     code = "unauthorized"
     status_code = 401
+
+
+class Forbidden(AuthError):
+    """The token is valid but not for this project, or only for reading."""
+
+    code = "forbidden"
+    status_code = 403
 
 
 class TransportError(AsyncRunError):
@@ -144,6 +151,7 @@ _BY_CODE: dict[str, type[AsyncRunError]] = {
         RevisionConflict,
         InvalidTransition,
         AuthError,
+        Forbidden,
         TransportError,
         RateLimited,
         ServerError,
@@ -153,7 +161,7 @@ _BY_CODE: dict[str, type[AsyncRunError]] = {
 _BY_STATUS: dict[int, type[AsyncRunError]] = {
     400: MalformedRequest,
     401: AuthError,
-    403: AuthError,
+    403: Forbidden,
     404: NotFound,
     409: Conflict,
     412: RevisionConflict,

@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import attrs
@@ -22,6 +22,9 @@ from ._create import CreateBatcher
 from ._metrics import MetricBuffer, MetricFlusher, unsent_message
 from ._run import AsyncRun
 from ._transports._base import AsyncTransport
+
+if TYPE_CHECKING:
+    from ._transports._http import TokenSource
 from ._watch import Watcher
 
 log = logging.getLogger("asyncrun")
@@ -46,7 +49,10 @@ class AsyncClient:
 
     Args:
         endpoint: URL of an ``asyncrun server``; defaults to ``ASYNCRUN_ENDPOINT``.
-        token: Bearer token for the server; defaults to ``ASYNCRUN_TOKEN``.
+        token: Bearer token for the server, or a function returning the current one;
+            defaults to ``ASYNCRUN_TOKEN_FILE``'s content or ``ASYNCRUN_TOKEN``. The source
+            is asked again when the server answers 401, so rotated tokens are picked up.
+            Tokens are never written to disk, logged or put in an error message.
         timeout: Seconds allowed for each HTTP request; defaults to ``ASYNCRUN_TIMEOUT`` or 30.
         home: Folder of the embedded backend's database; defaults to ``ASYNCRUN_HOME``.
         context: Folder ``export()`` writes to; defaults to ``ASYNCRUN_CONTEXT`` or the
@@ -68,7 +74,7 @@ class AsyncClient:
     def __init__(
         self,
         endpoint: str | None = None,
-        token: str | None = None,
+        token: TokenSource = None,
         *,
         timeout: float | None = None,
         home: str | Path | None = None,
@@ -88,7 +94,7 @@ class AsyncClient:
 
             self._transport = HTTPTransport(
                 self.endpoint,
-                token=token or _config.token(),
+                token=token,
                 timeout=timeout if timeout is not None else _config.timeout(),
             )
         else:

@@ -25,6 +25,7 @@ import contextlib
 import ctypes
 import fcntl
 import os
+import secrets
 import selectors
 import shutil
 import signal
@@ -41,6 +42,7 @@ import attrs
 import psutil
 
 from .. import _serde, kinds
+from .._core.auth import WRITE, Grant, make_token, secret_hash
 from .._core.errors import AsyncRunError, NotFound
 from .._core.records import Run, State
 from .._core.states import TERMINAL, transition
@@ -234,10 +236,25 @@ class Agent:
         env["ASYNCRUN_RUN_ID"] = execution.id
         if self.args.endpoint:
             env["ASYNCRUN_ENDPOINT"] = self.args.endpoint
+            env.pop("ASYNCRUN_TOKEN_FILE", None)
+            env["ASYNCRUN_TOKEN"] = self._job_token(execution)
         else:
             env.pop("ASYNCRUN_ENDPOINT", None)
             env["ASYNCRUN_HOME"] = str(self.db.parent)
         return env
+
+    def _job_token(self, execution: Execution) -> str:
+        # The job's own token: write access to its project only, revoked when the execution
+        # ends. Only its hash is stored; the token itself lives in the job's environment.
+        token_id, token = make_token(secrets.token_bytes(40))
+        grant = Grant(token_id, WRITE, frozenset({execution.project}))
+        self.store.add_token(
+            grant,
+            secret_hash(token),
+            description="job token",
+            run=f"{execution.project}/{execution.id}",
+        )
+        return token
 
     def start(self, execution: Execution) -> None:
         project, id_, number = execution.project, execution.id, execution.number

@@ -20,6 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import _serde
+from .._core.auth import Grant, authorize, matches, token_id_of
 from .._core.errors import (
     AsyncRunError,
     MalformedRequest,
@@ -94,22 +95,44 @@ def _error_body(exc: AsyncRunError) -> dict[str, Any]:
     }
 
 
-def _path_names(request: Request) -> tuple[str, str | None]:
-    params = request.path_params
-    try:
-        project = check_name("project", params["project"])
-        id_ = params.get("id")
-        return project, None if id_ is None else check_name("id", id_)
-    except ValueError as exc:
-        raise ValidationError(str(exc), detail={"field": "path"}) from None
+_READ_METHODS: Final = frozenset({"GET", "HEAD"})
 
 
 class Api:
-    """Request handlers bound to one service and its limits."""
+    """Request handlers bound to one service, its limits and its access rule."""
 
-    def __init__(self, service: RunService, max_body_bytes: int) -> None:
+    def __init__(self, service: RunService, max_body_bytes: int, auth: bool) -> None:
         self.service = service
         self.max_body_bytes = max_body_bytes
+        self.auth = auth
+
+    def _names(self, request: Request) -> tuple[str, str | None]:
+        """The project and run id of the path, once the request may act on that project.
+
+        Authentication comes first (401), before the names are checked, so that nobody
+        learns anything without a token; then the project's grant (403), the same answer
+        whether the run exists or not.
+        """
+        grant = self._grant(request) if self.auth else None
+        params = request.path_params
+        try:
+            project = check_name("project", params["project"])
+            id_ = params.get("id")
+            names = project, None if id_ is None else check_name("id", id_)
+        except ValueError as exc:
+            raise ValidationError(str(exc), detail={"field": "path"}) from None
+        if self.auth:
+            # Watches are reads even when their ids come in a POST body.
+            write = request.method not in _READ_METHODS and not request.url.path.endswith(":watch")
+            authorize(grant, project, write)
+        return names
+
+    def _grant(self, request: Request) -> Grant | None:
+        token_id, token = token_id_of(request.headers.get("authorization"))
+        found = self.service.store.token(token_id)
+        if found is None or not matches(token, found[1]):
+            return None
+        return found[0]
 
     async def _body(self, request: Request) -> Any:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -139,12 +162,12 @@ class Api:
         )
 
     async def create_run(self, request: Request) -> Response:
-        project, _ = _path_names(request)
+        project, _ = self._names(request)
         run = await self.service.create(project, await self._body(request))
         return _run_response(run, 201)
 
     async def create_runs(self, request: Request) -> Response:
-        project, _ = _path_names(request)
+        project, _ = self._names(request)
         items = parse_batch_create(await self._body(request))
         results = await self.service.create_many(project, items)
         return _json(
@@ -157,7 +180,7 @@ class Api:
         )
 
     async def list_runs(self, request: Request) -> Response:
-        project, _ = _path_names(request)
+        project, _ = self._names(request)
         params = request.query_params
         query = ListQuery.from_params({key: params.getlist(key) for key in params})
         page = await self.service.list_runs(project, query)
@@ -166,32 +189,32 @@ class Api:
         )
 
     async def get_run(self, request: Request) -> Response:
-        project, id_ = _path_names(request)
+        project, id_ = self._names(request)
         assert id_ is not None
         return _run_response(await self.service.get(project, id_))
 
     async def update_run(self, request: Request) -> Response:
-        project, id_ = _path_names(request)
+        project, id_ = self._names(request)
         assert id_ is not None
         revision = parse_if_match(request.headers.get("if-match"))
         run = await self.service.update(project, id_, await self._body(request), revision)
         return _run_response(run)
 
     async def delete_run(self, request: Request) -> Response:
-        project, id_ = _path_names(request)
+        project, id_ = self._names(request)
         assert id_ is not None
         await self.service.delete(project, id_)
         return Response(status_code=204)
 
     async def patch_status(self, request: Request) -> Response:
-        project, id_ = _path_names(request)
+        project, id_ = self._names(request)
         assert id_ is not None
         batch = Batch.from_wire(await self._body(request))
         result = await self.service.apply_metrics(project, id_, batch)
         return _json({"applied": result.applied, "ignored": result.ignored})
 
     async def action(self, request: Request) -> Response:
-        project, id_ = _path_names(request)
+        project, id_ = self._names(request)
         assert id_ is not None
         name = request.path_params["action"]
         act = {"run": self.service.run, "stop": self.service.stop, "resume": self.service.resume}
@@ -200,7 +223,7 @@ class Api:
         return _run_response(await act[name](project, id_))
 
     async def watch(self, request: Request) -> Response:
-        project, _ = _path_names(request)
+        project, _ = self._names(request)
         if request.method == "POST":
             body = await self._body(request)
             if not isinstance(body, dict):
@@ -229,7 +252,7 @@ class Api:
         )
 
     async def logs(self, request: Request) -> Response:
-        project, id_ = _path_names(request)
+        project, id_ = self._names(request)
         assert id_ is not None
         params = request.query_params
         unknown = sorted(set(params) - {"offset", "limit", "follow"})
@@ -274,7 +297,10 @@ class Api:
 
 async def _asyncrun_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AsyncRunError)
-    return _error(exc.status_code, exc.code, exc.message, exc.detail)
+    response = _error(exc.status_code, exc.code, exc.message, exc.detail)
+    if exc.status_code == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="asyncrun"'
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -303,17 +329,20 @@ def _route(path: str, **handlers: Callable[[Request], Awaitable[Response]]) -> R
     return Route(path, dispatch, methods=list(handlers))
 
 
-def create_app(service: RunService, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
+def create_app(
+    service: RunService, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, auth: bool = True
+) -> Starlette:
     """Build the ASGI app serving ``service``.
 
     Args:
         service: The service layer to expose.
         max_body_bytes: Largest request body accepted; larger ones get a 413.
+        auth: Require a bearer token on every ``/api`` request (the tokens are in the store).
 
     Returns:
         A Starlette application; closing it (lifespan shutdown) closes the service.
     """
-    api = Api(service, max_body_bytes)
+    api = Api(service, max_body_bytes, auth)
     runs = f"{API_PREFIX}/projects/{{project}}/runs"
 
     @asynccontextmanager

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from typing import Any
+from collections.abc import AsyncGenerator, Callable, Generator
+from typing import Any, TypeAlias
 
 import httpx
 
-from ... import _serde
+from ... import _config, _serde
 from ..._core.errors import AsyncRunError, TransportError, error_from_body
 from ..._core.metrics import Batch
 from ..._core.protocol import etag, runs_path
@@ -16,6 +16,34 @@ from ._base import AsyncTransport
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
+TokenSource: TypeAlias = "str | Callable[[], str | None] | None"
+"""A token, or a function returning the current one (called again after a 401)."""
+
+
+class _Bearer(httpx.Auth):
+    """Sends the bearer token; after a 401 asks the source again and retries once if it changed.
+
+    So a long wait survives a token rotation: revoke the old token, put the new one where the
+    source reads it (``ASYNCRUN_TOKEN_FILE``), and the next request uses it.
+    """
+
+    def __init__(self, source: Callable[[], str | None]) -> None:
+        self._source = source
+        self._token = source()
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self._token
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code == 401:
+            fresh = self._source()
+            if fresh and fresh != token:
+                self._token = fresh
+                request.headers["Authorization"] = f"Bearer {fresh}"
+                yield request
+
+
 class HTTPTransport(AsyncTransport):
     """An ``asyncrun server`` over HTTP: one connection pool, a timeout on every request."""
 
@@ -23,18 +51,21 @@ class HTTPTransport(AsyncTransport):
         self,
         endpoint: str,
         *,
-        token: str | None = None,
+        token: TokenSource = None,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.timeout = timeout
-        headers = {"User-Agent": "asyncrun"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        if token is None or isinstance(token, str):
+            fixed = token
+            source: Callable[[], str | None] = (lambda: fixed) if fixed else _config.token
+        else:
+            source = token
         self._http = httpx.AsyncClient(
             base_url=self.endpoint,
-            headers=headers,
+            headers={"User-Agent": "asyncrun"},
+            auth=_Bearer(source),
             timeout=httpx.Timeout(timeout),
             transport=transport,
         )

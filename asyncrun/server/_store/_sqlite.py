@@ -20,11 +20,12 @@ from typing import Final
 import attrs
 
 from ... import _serde
+from ..._core.auth import Grant
 from ..._core.errors import AlreadyExists, NotFound, RevisionConflict
 from ..._core.metrics import Mode, Op
 from ..._core.query import Changes, Cursor, ListQuery, to_microseconds
 from ..._core.records import LogLine, Run, State
-from . import _metrics
+from . import _metrics, _tokens
 from ._metrics import BatchResult
 
 # Each entry migrates the schema from its index to index + 1; append, never edit.
@@ -77,6 +78,7 @@ MIGRATIONS: Final[Sequence[Sequence[str]]] = (
         "CREATE INDEX executions_open ON executions (ended_us) WHERE ended_us IS NULL",
     ),
     _metrics.MIGRATION,
+    _tokens.MIGRATION,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -445,12 +447,13 @@ class SQLiteStore:
             )
 
     def end_execution(self, project: str, id: str, number: int) -> None:
-        """Mark an execution as ended."""
+        """Mark an execution as ended; the token its job was given stops working."""
         with self._write() as db:
             db.execute(
                 "UPDATE executions SET ended_us = ? WHERE project = ? AND id = ? AND execution = ?",
                 (time.time_ns() // 1000, project, id, number),
             )
+            _tokens.revoke_jobs(db, f"{project}/{id}")
 
     def ids_in_state(self, state: State) -> set[tuple[str, str]]:
         """``(project, id)`` of every run in ``state``."""
@@ -502,6 +505,35 @@ class SQLiteStore:
             (project, id, offset, limit),
         ).fetchall()
         return [LogLine(no, stream, _from_us(time_us), text) for no, stream, time_us, text in rows]
+
+    # -- tokens (see _tokens.py) ----------------------------------------------------------
+
+    def add_token(
+        self, grant: Grant, digest: bytes, *, description: str | None = None, run: str | None = None
+    ) -> None:
+        """Store a token's digest and grant."""
+        with self._write() as db:
+            _tokens.add(
+                db, grant, digest, description=description, run=run, now_us=time.time_ns() // 1000
+            )
+
+    def token(self, token_id: str) -> tuple[Grant, bytes] | None:
+        """A token's grant and digest, or ``None`` if it does not exist (or was revoked)."""
+        return _tokens.lookup(self._db, token_id)
+
+    def tokens(self) -> list[_tokens.TokenInfo]:
+        """Every stored token, without secrets."""
+        return _tokens.listing(self._db)
+
+    def revoke_token(self, token_id: str) -> bool:
+        """Delete a token; ``False`` if it did not exist."""
+        with self._write() as db:
+            return _tokens.revoke(db, token_id)
+
+    def revoke_job_tokens(self, run: str | None = None) -> None:
+        """Delete the tokens given to jobs: of one run (``project/id``), or all of them."""
+        with self._write() as db:
+            _tokens.revoke_jobs(db, run)
 
 
 def cursor_after(run: Run) -> Cursor:

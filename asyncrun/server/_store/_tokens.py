@@ -1,0 +1,84 @@
+"""Access tokens in the store: only their SHA-256 is kept, never the token."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Final
+
+import attrs
+import orjson
+
+from ..._core.auth import Grant
+
+MIGRATION: Final = (
+    """CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        hash BLOB NOT NULL,
+        role TEXT NOT NULL,
+        projects TEXT NOT NULL,
+        description TEXT,
+        run TEXT,
+        created_us INTEGER NOT NULL
+    )""",
+)
+"""Schema of the tokens table; ``run`` is ``project/id`` for the token a job was given."""
+
+
+@attrs.frozen
+class TokenInfo:
+    """A stored token as ``token list`` shows it (no secret)."""
+
+    grant: Grant
+    description: str | None
+    run: str | None
+    created_us: int
+
+
+def add(
+    db: sqlite3.Connection,
+    grant: Grant,
+    digest: bytes,
+    *,
+    description: str | None,
+    run: str | None,
+    now_us: int,
+) -> None:
+    """Store a token's digest and what it allows."""
+    db.execute(
+        "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (grant.token_id, digest, grant.role, orjson.dumps(sorted(grant.projects)).decode(),
+         description, run, now_us),
+    )  # fmt: skip
+
+
+def lookup(db: sqlite3.Connection, token_id: str) -> tuple[Grant, bytes] | None:
+    """The grant and stored digest of a token id, if it exists."""
+    row = db.execute("SELECT role, projects, hash FROM tokens WHERE id = ?", (token_id,)).fetchone()
+    if row is None:
+        return None
+    role, projects, digest = row
+    return Grant(token_id, role, frozenset(orjson.loads(projects))), bytes(digest)
+
+
+def listing(db: sqlite3.Connection) -> list[TokenInfo]:
+    """Every token, oldest first."""
+    rows = db.execute(
+        "SELECT id, role, projects, description, run, created_us FROM tokens ORDER BY created_us"
+    ).fetchall()
+    return [
+        TokenInfo(Grant(id_, role, frozenset(orjson.loads(projects))), description, run, created)
+        for id_, role, projects, description, run, created in rows
+    ]
+
+
+def revoke(db: sqlite3.Connection, token_id: str) -> bool:
+    """Delete a token; ``False`` if there was none with this id."""
+    return db.execute("DELETE FROM tokens WHERE id = ?", (token_id,)).rowcount == 1
+
+
+def revoke_jobs(db: sqlite3.Connection, run: str | None = None) -> None:
+    """Delete the tokens given to jobs: of one run (``project/id``), or all."""
+    if run is None:
+        db.execute("DELETE FROM tokens WHERE run IS NOT NULL")
+    else:
+        db.execute("DELETE FROM tokens WHERE run = ?", (run,))
