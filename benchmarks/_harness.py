@@ -64,6 +64,7 @@ def asyncrun_server() -> Iterator[str]:
             str(port),
             "--db",
             str(Path(tmp) / "bench.sqlite3"),
+            "--no-auth",  # like the peers' servers: no tokens on loopback
         ]
         with process(argv, f"{url}/healthz"):
             yield url
