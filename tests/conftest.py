@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -46,17 +47,22 @@ class ServerProcess:
     """A real ``asyncrun server`` subprocess on loopback."""
 
     def __init__(
-        self, db: Path, *extra: str, log_level: str = "warning", auth: bool = False
+        self,
+        db: Path,
+        *extra: str,
+        log_level: str = "warning",
+        auth: bool = False,
+        scheme: str = "http",
     ) -> None:
         self.db = db
         # Loopback tests run without tokens unless they test tokens (tests/test_auth.py).
         self.extra = (*extra, "--log-level", log_level, *(() if auth else ("--no-auth",)))
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.log = db.with_suffix(".log")
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, verify: ssl.SSLContext | bool = True) -> None:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -80,7 +86,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log.read_text()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=1, verify=verify).status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.05)

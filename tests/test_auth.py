@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -243,3 +244,49 @@ def test_no_auth_on_loopback_says_so(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert "authentication is OFF (--no-auth)" in server.log.read_text()
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    return cert, key
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path, certificate: tuple[Path, Path]) -> Iterator[ServerProcess]:
+    cert, key = certificate
+    server = ServerProcess(
+        tmp_path / "tls.sqlite3",
+        *("--ssl-certfile", str(cert), "--ssl-keyfile", str(key)),
+        auth=True,
+        scheme="https",
+    )
+    server.start(verify=ssl.create_default_context(cafile=str(cert)))
+    yield server
+    server.stop()
+
+
+@pytest.mark.anyio
+async def test_tls_with_a_token(
+    tls_server: ServerProcess,
+    certificate: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    token = create_token(tls_server.db, "alpha")
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))  # how httpx is told to trust a CA
+    async with asyncrun.AsyncClient(tls_server.url, token=token, context=tmp_path) as client:
+        run = await client.new_run("alpha", "command+job", spec=SPEC)
+        assert (await client.get_run("alpha", run.id)).id == run.id
+    monkeypatch.delenv("SSL_CERT_FILE")
+    async with asyncrun.AsyncClient(tls_server.url, token=token, context=tmp_path) as client:
+        with pytest.raises(asyncrun.TransportError, match="CERTIFICATE_VERIFY_FAILED"):
+            await client.get_run("alpha", run.id)

@@ -16,6 +16,16 @@ from ._base import AsyncTransport
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
+def _describe(exc: BaseException) -> str:
+    """The first non-empty message along an error's causes (httpx's can be empty on Trio)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if str(seen):
+            return str(seen) if seen is exc else f"{type(seen).__name__}: {seen}"
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
+
+
 TokenSource: TypeAlias = "str | Callable[[], str | None] | None"
 """A token, or a function returning the current one (called again after a 401)."""
 
@@ -97,7 +107,7 @@ class HTTPTransport(AsyncTransport):
             ) from exc
         except httpx.HTTPError as exc:
             raise TransportError(
-                f"cannot reach the asyncrun server at {self.endpoint}: {exc or type(exc).__name__}"
+                f"cannot reach the asyncrun server at {self.endpoint}: {_describe(exc)}"
             ) from exc
         if response.status_code >= 400:
             raise self._error(response)
@@ -197,7 +207,7 @@ class HTTPTransport(AsyncTransport):
                         yield batch
         except httpx.HTTPError as exc:
             raise TransportError(
-                f"the log stream of run {id!r} broke: {exc or type(exc).__name__}"
+                f"the log stream of run {id!r} broke: {_describe(exc)}"
             ) from exc
         if not ended:
             raise TransportError(f"the log stream of run {id!r} ended before the run did")
