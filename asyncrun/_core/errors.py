@@ -34,6 +34,9 @@ class AsyncRunError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    attempts: int = 1
+    """How many times the request was sent before this error (retries included)."""
+
 
 class ValidationError(AsyncRunError, ValueError):
     """A value, record or request was rejected as invalid."""

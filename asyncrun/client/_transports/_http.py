@@ -1,18 +1,34 @@
 from __future__ import annotations
 
+import logging
+import random
 from collections.abc import AsyncGenerator, Callable, Generator
-from typing import Any, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
+import anyio
 import httpx
 
 from ... import _config, _serde
-from ..._core.errors import AsyncRunError, TransportError, error_from_body
+from ..._core.errors import (
+    AlreadyExists,
+    AsyncRunError,
+    NotFound,
+    RevisionConflict,
+    TransportError,
+    error_from_body,
+)
 from ..._core.metrics import Batch
+from ..._core.polling import Backoff
 from ..._core.protocol import etag, runs_path
 from ..._core.query import Changes, ListQuery, WatchQuery
 from ..._core.records import LogLine, Run
 from ._base import AsyncTransport
 
+log = logging.getLogger("asyncrun")
+Retry: TypeAlias = Literal["idempotent", "unsent", "never"]
+_BACKOFF: Final = Backoff(base=0.05, factor=2.0, cap=2.0, jitter=0.5)
+_UNSENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+"""Failures before the request left: retrying them is always safe."""
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
@@ -85,12 +101,53 @@ class HTTPTransport(AsyncTransport):
         method: str,
         path: str,
         *,
+        retry: Retry = "unsent",
         params: list[tuple[str, str]] | None = None,
         body: Any = None,
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
     ) -> httpx.Response:
+        """Send a request; retry it while that is safe, within the client's timeout.
+
+        ``retry="unsent"`` retries only a request that never left (no connection could be
+        made); ``"idempotent"`` also one that may have reached the server, on connection
+        errors, 408, 429 (after its ``Retry-After``) and 5xx, with backoff and jitter;
+        ``"never"`` is for callers that run their own retry loop (watches, metric batches).
+        The response's ``extensions["asyncrun_attempts"]`` and an error's ``attempts`` say
+        how many sends it took.
+        """
         content = None if body is None else _serde.dumps(body)
+        give_up = anyio.current_time() + self.timeout
+        attempt = 1
+        while True:
+            try:
+                response = await self._once(method, path, params, content, headers, timeout)
+            except TransportError as exc:
+                unsent = isinstance(exc.__cause__, _UNSENT)
+                delay = _BACKOFF.delay(attempt - 1, random.random(), exc.retry_after)
+                allowed = retry == "idempotent" or (retry == "unsent" and unsent)
+                if not allowed or anyio.current_time() + delay > give_up:
+                    exc.attempts = attempt
+                    raise
+                log.info("retrying %s %s in %.2f s: %s", method, path, delay, exc)
+                await anyio.sleep(delay)
+                attempt += 1
+            except AsyncRunError as exc:
+                exc.attempts = attempt
+                raise
+            else:
+                response.extensions["asyncrun_attempts"] = attempt
+                return response
+
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        params: list[tuple[str, str]] | None,
+        content: bytes | None,
+        headers: dict[str, str] | None,
+        timeout: float | None,
+    ) -> httpx.Response:
         try:
             response = await self._http.request(
                 method,
@@ -113,6 +170,22 @@ class HTTPTransport(AsyncTransport):
             raise self._error(response)
         return response
 
+    async def _ours(self, project: str, data: dict[str, Any]) -> Run | None:
+        """The stored run if it is the one ``data`` describes (a retried write that landed)."""
+        try:
+            stored = await self.get_run(project, str(data["id"]))
+        except NotFound:
+            return None
+        mine = _serde.from_dict(data)
+        same = (
+            stored.kind == mine.kind
+            and stored.spec == mine.spec
+            and stored.name == mine.name
+            and stored.metadata.labels == mine.metadata.labels
+            and stored.metadata.description == mine.metadata.description
+        )
+        return stored if same else None
+
     @staticmethod
     def _error(response: httpx.Response) -> AsyncRunError:
         try:
@@ -126,41 +199,70 @@ class HTTPTransport(AsyncTransport):
         return error
 
     async def create_run(self, project: str, data: dict[str, Any]) -> Run:
-        response = await self._send("POST", runs_path(project), body=data)
+        # Safe to retry: the client chose the id. A retry that finds the id taken checks
+        # whether the run there is this one (the first attempt landed, its answer was lost).
+        try:
+            response = await self._send("POST", runs_path(project), body=data, retry="idempotent")
+        except AlreadyExists as exc:
+            if exc.attempts > 1 and (landed := await self._ours(project, data)) is not None:
+                return landed
+            raise
         return _serde.run_from_json(response.content)
 
     async def create_runs(
         self, project: str, items: list[dict[str, Any]]
     ) -> list[Run | AsyncRunError]:
-        response = await self._send(
-            "POST", runs_path(project) + ":batchCreate", body={"runs": items}
-        )
-        return [
-            _serde.from_dict(result["run"])
-            if "run" in result
-            else error_from_body(result["error"]["status"], result["error"])
-            for result in _serde.loads(response.content)["results"]
-        ]
+        path = runs_path(project) + ":batchCreate"
+        response = await self._send("POST", path, body={"runs": items}, retry="idempotent")
+        retried = response.extensions["asyncrun_attempts"] > 1
+        results: list[Run | AsyncRunError] = []
+        for data, result in zip(items, _serde.loads(response.content)["results"], strict=True):
+            if "run" in result:
+                results.append(_serde.from_dict(result["run"]))
+                continue
+            error = error_from_body(result["error"]["status"], result["error"])
+            if retried and isinstance(error, AlreadyExists):
+                landed = await self._ours(project, data)
+                results.append(error if landed is None else landed)
+            else:
+                results.append(error)
+        return results
 
     async def get_run(self, project: str, id: str) -> Run:
-        response = await self._send("GET", runs_path(project, id))
+        response = await self._send("GET", runs_path(project, id), retry="idempotent")
         return _serde.run_from_json(response.content)
 
     async def update_run(self, project: str, id: str, data: dict[str, Any], revision: int) -> Run:
-        response = await self._send(
-            "PUT", runs_path(project, id), body=data, headers={"If-Match": etag(revision)}
-        )
+        # Safe to retry with If-Match: a second attempt cannot apply twice. If it finds the
+        # revision moved on, it checks whether the move was its own first attempt.
+        headers = {"If-Match": etag(revision)}
+        try:
+            response = await self._send(
+                "PUT", runs_path(project, id), body=data, headers=headers, retry="idempotent"
+            )
+        except RevisionConflict as exc:
+            landed = await self._ours(project, data) if exc.attempts > 1 else None
+            if landed is not None and landed.metadata.revision == revision + 1:
+                return landed
+            raise
         return _serde.run_from_json(response.content)
 
     async def delete_run(self, project: str, id: str) -> None:
-        await self._send("DELETE", runs_path(project, id))
+        try:
+            await self._send("DELETE", runs_path(project, id), retry="idempotent")
+        except NotFound as exc:
+            if exc.attempts == 1:  # after a retry: the first attempt deleted it
+                raise
 
     async def list_runs(self, project: str, query: ListQuery) -> tuple[list[Run], str | None]:
-        response = await self._send("GET", runs_path(project), params=query.to_params())
+        response = await self._send(
+            "GET", runs_path(project), params=query.to_params(), retry="idempotent"
+        )
         page = _serde.loads(response.content)
         return [_serde.from_dict(item) for item in page["items"]], page["next_cursor"]
 
     async def action(self, project: str, id: str, action: str) -> Run:
+        # Not idempotent: sent again only if it never left.
         response = await self._send("POST", runs_path(project, id, action))
         return _serde.run_from_json(response.content)
 
@@ -170,6 +272,7 @@ class HTTPTransport(AsyncTransport):
             "POST",
             runs_path(project) + ":watch",
             body=query.to_body(),
+            retry="never",  # the watcher retries with its own backoff
             timeout=query.timeout + self.timeout,
         )
         data = _serde.loads(response.content)
@@ -179,7 +282,9 @@ class HTTPTransport(AsyncTransport):
 
     async def read_logs(self, project: str, id: str, offset: int, limit: int) -> list[LogLine]:
         params = [("offset", str(offset)), ("limit", str(limit))]
-        response = await self._send("GET", runs_path(project, id, "logs"), params=params)
+        response = await self._send(
+            "GET", runs_path(project, id, "logs"), params=params, retry="idempotent"
+        )
         data = _serde.loads(response.content)
         return [_serde.log_line_from_dict(line) for line in data["lines"]]
 
@@ -206,14 +311,15 @@ class HTTPTransport(AsyncTransport):
                     if batch:
                         yield batch
         except httpx.HTTPError as exc:
-            raise TransportError(
-                f"the log stream of run {id!r} broke: {_describe(exc)}"
-            ) from exc
+            raise TransportError(f"the log stream of run {id!r} broke: {_describe(exc)}") from exc
         if not ended:
             raise TransportError(f"the log stream of run {id!r} ended before the run did")
 
     async def log_metrics(self, project: str, id: str, batch: Batch) -> tuple[bool, list[str]]:
-        response = await self._send("PATCH", runs_path(project, id, "status"), body=batch.to_wire())
+        # The flusher retries batches itself (same number, same bytes): no retry here.
+        response = await self._send(
+            "PATCH", runs_path(project, id, "status"), body=batch.to_wire(), retry="never"
+        )
         data = _serde.loads(response.content)
         return bool(data["applied"]), list(data["ignored"])
 
