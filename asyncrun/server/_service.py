@@ -231,12 +231,14 @@ class RunService:
             status = transition(status, state, now, message)
         return attrs.evolve(run, status=status, metadata=attrs.evolve(run.metadata, updated=now))
 
-    def _act(self, project: str, id: str, action: str, target: State) -> Run:
+    def _act(
+        self, project: str, id: str, action: str, target: State, *, execute: bool = False
+    ) -> Run:
         def change(run: Run) -> Run:
             check_action(action, run.status.state)
             return self._move(run, *path_to(run.status.state, target))
 
-        return self.store.modify(project, id, change)
+        return self.store.modify(project, id, change, execute=execute)
 
     async def run(self, project: str, id: str) -> Run:
         """Start a run: CREATED -> BUILT -> READY, then its supervisor takes it to RUNNING.
@@ -255,7 +257,7 @@ class RunService:
                 detail={"field": "kind"},
             )
         _validate_spec(run.kind, run.spec)
-        self._act(project, id, "run", State.READY)
+        self._act(project, id, "run", State.READY, execute=True)
         return await self._launch(project, id)
 
     async def resume(self, project: str, id: str) -> Run:
@@ -265,12 +267,11 @@ class RunService:
             NotFound: if there is no such run.
             InvalidTransition: if the run is not STOPPED.
         """
-        self._act(project, id, "resume", State.READY)
+        self._act(project, id, "resume", State.READY, execute=True)
         return await self._launch(project, id)
 
     async def _launch(self, project: str, id: str) -> Run:
-        assert self.executor is not None
-        self.store.new_execution(project, id)  # the agent picks it up from the store
+        assert self.executor is not None  # the agent picks the execution up from the store
         try:
             await self.executor.ensure_agent()
         except OSError as exc:

@@ -292,11 +292,15 @@ class SQLiteStore:
                     detail={"id": run.id, "expected_revision": expected_revision},
                 )
 
-    def modify(self, project: str, id: str, change: Callable[[Run], Run]) -> Run:
+    def modify(
+        self, project: str, id: str, change: Callable[[Run], Run], *, execute: bool = False
+    ) -> Run:
         """Read a run, apply ``change`` and write the result, all in one transaction.
 
         ``change`` is a pure function; if it raises, nothing is written. The revision is
         bumped here, so concurrent writers (server, supervisors) serialise on SQLite's lock.
+        With ``execute``, the same transaction reserves the run's next execution: a crash
+        can never leave a READY run that no agent will start.
 
         Raises:
             NotFound: if there is no such run.
@@ -313,6 +317,8 @@ class SQLiteStore:
             new = attrs.evolve(new, metadata=attrs.evolve(new.metadata, revision=revision + 1))
             updated = self._update(db, new, revision)
             assert updated, "the row is locked by this transaction"
+            if execute:
+                self._new_execution(db, project, id)
             return new
 
     def get(self, project: str, id: str) -> Run | None:
@@ -420,20 +426,19 @@ class SQLiteStore:
         rows = self._db.execute(f"{self._EXECUTION} {where}").fetchall()
         return [Execution(*row) for row in rows]
 
-    def new_execution(self, project: str, id: str) -> int:
+    @staticmethod
+    def _new_execution(db: sqlite3.Connection, project: str, id: str) -> int:
         """Reserve the next execution number of a run (the agent will start it)."""
-        with self._write() as db:
-            row = db.execute(
-                "SELECT coalesce(max(execution), 0) + 1 FROM executions"
-                " WHERE project = ? AND id = ?",
-                (project, id),
-            ).fetchone()
-            number = int(row[0])
-            db.execute(
-                "INSERT INTO executions VALUES (?, ?, ?, ?, NULL, NULL, NULL)",
-                (project, id, number, time.time_ns() // 1000),
-            )
-            return number
+        row = db.execute(
+            "SELECT coalesce(max(execution), 0) + 1 FROM executions WHERE project = ? AND id = ?",
+            (project, id),
+        ).fetchone()
+        number = int(row[0])
+        db.execute(
+            "INSERT INTO executions VALUES (?, ?, ?, ?, NULL, NULL, NULL)",
+            (project, id, number, time.time_ns() // 1000),
+        )
+        return number
 
     def set_execution_pid(
         self, project: str, id: str, number: int, pid: int, pid_started: float

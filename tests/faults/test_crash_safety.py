@@ -1,0 +1,123 @@
+"""Crash safety of the store: the server is SIGKILLed many times in the middle of writes.
+
+Afterwards SQLite reports no corruption, every batch the server acknowledged (its 200 reached
+the client) is in the store exactly once, and every run it acknowledged creating exists.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import sqlite3
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import pytest
+from conftest import ServerProcess
+
+import asyncrun
+from asyncrun._core.query import ListQuery
+from asyncrun.server._store._sqlite import SQLiteStore
+
+from ._proxy import FORWARDED, FaultProxy, metric_batches
+
+pytestmark = pytest.mark.anyio
+
+KILLS = 6
+N = 40_000
+SPEC = {"command": ["true"]}
+
+
+async def restart_repeatedly(server: ServerProcess, kills: int, seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(kills):
+        await anyio.sleep(rng.uniform(0.05, 0.4))  # somewhere inside a flush or a create
+        await anyio.to_thread.run_sync(functools.partial(server.stop, kill=True))
+        await anyio.to_thread.run_sync(server.start)
+
+
+def integrity(db: Path) -> list[str]:
+    with sqlite3.connect(db) as conn:
+        return [row[0] for row in conn.execute("PRAGMA integrity_check")]
+
+
+async def test_sigkill_mid_flush_many_times_loses_nothing_acknowledged(
+    fault_server: ServerProcess, fault_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    async with asyncrun.AsyncClient(
+        fault_proxy.url, context=tmp_path, flush_at=500, flush_interval=0.02, timeout=10
+    ) as client:
+        run = await client.new_run("crash", "command+job", spec=SPEC)
+        created: list[str] = []
+
+        async def writer() -> None:
+            for i in range(N):
+                run.log_metric("v", i)
+                if i % 250 == 0:
+                    await anyio.sleep(0.002)  # a training step
+
+        async def creator() -> None:
+            for i in range(300):
+                try:
+                    made = await client.new_run("crash", "command+job", id=f"c{i}", spec=SPEC)
+                    created.append(made.id)
+                except asyncrun.TransportError:
+                    pass  # not acknowledged: may or may not exist
+                await anyio.sleep(0.005)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(restart_repeatedly, fault_server, KILLS, 7)
+            tasks.start_soon(writer)
+            tasks.start_soon(creator)
+        await run.flush(timeout=60)
+
+    assert integrity(fault_server.db) == ["ok"]
+    acknowledged = [
+        record.json()
+        for record in fault_proxy.records()
+        if metric_batches(record.method, record.target)
+        and record.outcome == FORWARDED
+        and record.status == 200
+    ]
+    assert len(acknowledged) > KILLS  # the kills really fell between flushes
+    store = SQLiteStore(fault_server.db)
+    try:
+        stored = store.get("crash", run.id)
+        assert stored is not None
+        # Exactly once and in order: every value logged, none twice, acknowledged or retried.
+        assert stored.status.metrics["v"] == list(range(N))
+        for batch in acknowledged:  # each acknowledged batch is in, at its place
+            for key, _mode, values in batch["ops"]:  # type: ignore[index]
+                assert key == "v"
+                first = values[0] if isinstance(values, list) else values
+                assert stored.status.metrics["v"][first] == first
+        ids = {r.id for r in store.list_runs("crash", ListQuery.build(limit=1000))}
+        assert set(created) <= ids
+    finally:
+        store.close()
+
+
+def test_a_started_run_and_its_execution_are_written_in_one_transaction(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from asyncrun._core.records import new_run
+
+    store = SQLiteStore(tmp_path / "runs.sqlite3")
+    try:
+        run = new_run(project="p", kind="command+job", id="r", now=datetime.now(UTC), spec=SPEC)
+        store.insert(run)
+
+        def refuse(_: asyncrun.RunRecord) -> asyncrun.RunRecord:
+            raise asyncrun.InvalidTransition("no")
+
+        with pytest.raises(asyncrun.InvalidTransition):
+            store.modify("p", "r", refuse, execute=True)
+        assert store.latest_execution("p", "r") is None  # nothing half-written
+
+        store.modify("p", "r", lambda r: r, execute=True)
+        execution = store.latest_execution("p", "r")
+        assert execution is not None
+        assert execution.number == 1
+    finally:
+        store.close()
