@@ -134,6 +134,13 @@ class ServerError(TransportError):
     status_code = 500
 
 
+class StorageFull(ServerError):
+    """The backend's disk is full: nothing of the request was stored; free space and retry."""
+
+    code = "storage_full"
+    status_code = 507
+
+
 class WaitTimeout(AsyncRunError, TimeoutError):
     """A wait ended because its timeout passed before the run reached a terminal state."""
 
@@ -158,6 +165,7 @@ _BY_CODE: dict[str, type[AsyncRunError]] = {
         TransportError,
         RateLimited,
         ServerError,
+        StorageFull,
         WaitTimeout,
     )
 }
@@ -194,6 +202,8 @@ def error_from_body(status_code: int, body: Any) -> AsyncRunError:
         code, message, detail = "", f"the server answered HTTP {status_code}", body
     cls = _BY_STATUS.get(status_code) if status_code in (408, 429) else None
     cls = cls or _BY_CODE.get(code) or _BY_STATUS.get(status_code)
-    if cls is None or status_code >= 500:
-        cls = ServerError if status_code >= 500 else (cls or AsyncRunError)
+    if status_code >= 500:  # whatever the body claims, a 5xx is a server-side failure
+        cls = cls if cls is not None and issubclass(cls, ServerError) else ServerError
+    elif cls is None:
+        cls = AsyncRunError
     return cls(message, detail=detail, code=code or None)

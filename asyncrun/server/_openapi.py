@@ -22,9 +22,13 @@ def _json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*codes: int) -> dict[str, Any]:
+def _errors(*codes: int, write: bool = False) -> dict[str, Any]:
+    """Error responses of an API operation: every one may answer 401 and 403 (tokens)."""
     text = {
         400: "Malformed request (bad JSON, bad parameter)",
+        401: "No valid bearer token",
+        403: "The token does not cover this project, or is read-only",
+        507: "The server's disk is full: nothing was stored",
         404: "No such run or route",
         409: "Conflict (the id exists, or the state does not allow the action)",
         412: "The run changed since the given revision",
@@ -32,7 +36,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         415: "Body is not JSON",
         422: "The record or a parameter is invalid",
     }
-    return {str(code): _json_body(_ref("Error"), text[code]) for code in codes}
+    codes = (*codes, 401, 403, *((507,) if write else ()))
+    return {str(code): _json_body(_ref("Error"), text[code]) for code in sorted(codes)}
 
 
 _SCHEMAS: dict[str, Any] = {
@@ -254,7 +259,7 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Create a run (409 if the id exists)",
                     "parameters": [project],
                     "requestBody": {"required": True, **_json_body(_ref("Run"), "The run")},
-                    "responses": {"201": run_ok, **_errors(400, 409, 413, 415, 422)},
+                    "responses": {"201": run_ok, **_errors(400, 409, 413, 415, 422, write=True)},
                 },
                 "get": {
                     "operationId": "listRuns",
@@ -282,13 +287,19 @@ def openapi_document() -> dict[str, Any]:
                         _param("If-Match", "header", {"type": "string"}, "ETag last read"),
                     ],
                     "requestBody": {"required": True, **_json_body(_ref("Run"), "The run")},
-                    "responses": {"200": run_ok, **_errors(400, 404, 412, 413, 415, 422)},
+                    "responses": {
+                        "200": run_ok,
+                        **_errors(400, 404, 412, 413, 415, 422, write=True),
+                    },
                 },
                 "delete": {
                     "operationId": "deleteRun",
                     "summary": "Delete a run",
                     "parameters": [project, run_id],
-                    "responses": {"204": {"description": "Deleted"}, **_errors(404, 422)},
+                    "responses": {
+                        "204": {"description": "Deleted"},
+                        **_errors(404, 422, write=True),
+                    },
                 },
             },
             f"{runs}:batchCreate": {
@@ -303,7 +314,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json_body(_ref("BatchCreateResult"), "One result per run"),
-                        **_errors(400, 413, 415, 422),
+                        **_errors(400, 413, 415, 422, write=True),
                     },
                 }
             },
@@ -366,7 +377,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json_body(_ref("BatchResult"), "Applied, or a duplicate"),
-                        **_errors(400, 404, 409, 413, 415, 422),
+                        **_errors(400, 404, 409, 413, 415, 422, write=True),
                     },
                 }
             },
@@ -380,12 +391,13 @@ def openapi_document() -> dict[str, Any]:
                         run_id,
                         _param("action", "path", {"enum": ["run", "stop", "resume"]}, "Action"),
                     ],
-                    "responses": {"200": run_ok, **_errors(404, 409, 422)},
+                    "responses": {"200": run_ok, **_errors(404, 409, 422, write=True)},
                 }
             },
             "/healthz": {
                 "get": {
                     "operationId": "health",
+                    "security": [],
                     "summary": "Liveness",
                     "responses": {"200": {"description": "The server is up"}},
                 }
@@ -393,10 +405,22 @@ def openapi_document() -> dict[str, Any]:
             "/openapi.json": {
                 "get": {
                     "operationId": "openapi",
+                    "security": [],
                     "summary": "This document",
                     "responses": {"200": {"description": "The OpenAPI document"}},
                 }
             },
         },
-        "components": {"schemas": _SCHEMAS},
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token from `asyncrun server token create` "
+                    "(not needed when the server runs with --no-auth)",
+                }
+            },
+        },
+        "security": [{"bearer": []}],
     }

@@ -21,7 +21,7 @@ import attrs
 
 from ... import _serde
 from ..._core.auth import Grant
-from ..._core.errors import AlreadyExists, NotFound, RevisionConflict
+from ..._core.errors import AlreadyExists, NotFound, RevisionConflict, StorageFull
 from ..._core.metrics import Mode, Op
 from ..._core.query import Changes, Cursor, ListQuery, to_microseconds
 from ..._core.records import LogLine, Run, State
@@ -132,14 +132,23 @@ class SQLiteStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
-            self._db.execute("COMMIT")
-        except BaseException:
-            # Also after a failed COMMIT (disk full): never keep the write lock.
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                # Also after a failed COMMIT (disk full): never keep the write lock.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                raise StorageFull(
+                    f"the disk holding {self.path.name} is full: nothing was stored; "
+                    "free some space and retry",
+                    detail={"database": str(self.path.name)},
+                ) from exc
             raise
 
     def _migrate(self) -> None:
