@@ -44,7 +44,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench_peers(session: nox.Session) -> None:
-    """Run asyncrun and MLflow 3.x on the same workloads; write benchmarks/PEERS_RESULTS.md.
+    """Run asyncrun and MLflow 3.x on the same workloads; regenerate benchmarks/RESULTS.md.
 
     Two environments, so neither side's dependencies can change the other's. This session's
     venv holds MLflow (the full package: mlflow-skinny has no tracking server) and runs
@@ -52,7 +52,10 @@ def bench_peers(session: nox.Session) -> None:
     venv) and the asyncrun side, run with the interpreter of a plain venv nested in this one
     (``asyncrun-venv``: created once, ``pip install -e .[server]`` on every invocation so it
     tracks the work tree; removed with this venv). Each side starts its own server on loopback
-    and stops it. Arguments after ``--`` go to run.py (e.g. ``--scale 0.1 --no-write``).
+    and stops it. run.py writes benchmarks/results/peers.json, then benchmarks/_report.py
+    renders RESULTS.md from it and the last ``nox -s bench``'s results/latest.json: every ratio
+    to MLflow in it was measured in this invocation. Arguments after ``--`` go to run.py (e.g.
+    ``--scale 0.1 --no-write``).
     """
     session.install("mlflow>=3,<4")
     venv = Path(session.virtualenv.location) / "asyncrun-venv"

@@ -8,6 +8,7 @@ each side once per repetition and aggregates.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import tracemalloc
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,8 +26,17 @@ from pathlib import Path
 from typing import Any
 
 # Workload sizes at --scale 1, the same on both sides (MLflow bounds them: ~15-60 ms per call).
-SIZES = {"b1": 10_000, "b2": 50_000, "b3": 500, "get": 1_000}
-MIN_SIZES = {"b1": 1_000, "b2": 2_000, "b3": 20, "get": 20}
+# b3c: runs created 50 in flight; b7: run objects held (fetched from B7_DISTINCT stored runs).
+SIZES = {"b1": 10_000, "b2": 50_000, "b3": 500, "b3c": 2_000, "get": 1_000, "b7": 1_000}
+MIN_SIZES = {"b1": 1_000, "b2": 2_000, "b3": 20, "b3c": 100, "get": 20, "b7": 100}
+IN_FLIGHT = 50  # B3: requests in flight (MLflow: worker threads; asyncrun: tasks in one loop)
+B7_DISTINCT = 20  # B7: runs stored with content; the held objects cycle over them
+
+# B7: what each stored run carries, the same on both sides (MLflow: params, latest metrics and
+# tags; asyncrun: spec["parameters"], status.metrics with single values, labels).
+B7_PARAMS = {"lr": "0.001", "epochs": "10", "batch_size": "64", "optimizer": "adam"}
+B7_METRICS = {"loss": 0.25, "accuracy": 0.9}
+B7_TAGS = {"team": "vision", "stage": "nightly"}
 
 
 def sizes(scale: float) -> dict[str, int]:
@@ -153,3 +164,23 @@ def write_record(path: Path, side: str, version: str, facts: dict, figures: dict
         "figures": figures,
     }
     path.write_text(json.dumps(record, indent=2))
+
+
+class Held:
+    """Bytes still allocated at exit that were allocated inside the block (tracemalloc).
+
+    Garbage is collected on both sides of the block, so only what the block keeps alive counts
+    (the objects it built and anything they refer to that did not exist before).
+    """
+
+    def __enter__(self) -> Held:
+        gc.collect()
+        tracemalloc.start()
+        self._before = tracemalloc.get_traced_memory()[0]
+        self.bytes = 0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.collect()
+        self.bytes = tracemalloc.get_traced_memory()[0] - self._before
+        tracemalloc.stop()

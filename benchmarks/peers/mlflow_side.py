@@ -18,20 +18,31 @@ os.environ["MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS"] = "1"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "true"
 os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+# B3 runs 50 client threads: a connection pool of 50 (MLflow's default is 10) lets every thread
+# keep its connection instead of opening a new one per request; read once, at the first request.
+os.environ["MLFLOW_HTTP_POOL_MAXSIZE"] = "50"
 
 import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import _common
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param, Run, RunTag
 
 BATCH = 1_000  # MLflow's limit of metrics per log_batch
+
+# The server's SQLAlchemy pool. Its default (5 connections + 10 overflow) fails B3's 50
+# concurrent create_run: requests wait for a connection until "QueuePool limit of size 5
+# overflow 10 reached, connection timed out, timeout 30.00" (MLflow 3.17.2, SQLite store). A
+# user running 50 clients would raise it the same way; it changes nothing for the sequential
+# workloads.
+SERVER_ENV = {"MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "50", "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "50"}
 
 
 def b1_log_metric(n: int) -> dict[str, Any]:
@@ -81,6 +92,57 @@ def b3_create(client: MlflowClient, n: int) -> dict[str, Any]:
     return {"b3": {"value": n / elapsed, "check": f"{found:,} runs found by search_runs"}}
 
 
+def b3_create_concurrent(client: MlflowClient, n: int) -> dict[str, Any]:
+    """``MlflowClient.create_run`` from a pool of 50 threads (how MLflow users parallelise)."""
+    experiment = client.create_experiment(f"b3c-{uuid.uuid4().hex}")
+    with ThreadPoolExecutor(_common.IN_FLIGHT) as pool:
+        start = time.perf_counter()
+        ids = list(pool.map(lambda _: client.create_run(experiment).info.run_id, range(n)))
+        elapsed = time.perf_counter() - start
+    found = len(client.search_runs([experiment], max_results=n + 100))
+    _common.check(found == n == len(set(ids)), f"B3 concurrent: {found} of {n} runs found")
+    return {"b3c": {"value": n / elapsed, "check": f"{found:,} runs found by search_runs"}}
+
+
+def b7_memory(client: MlflowClient, k: int) -> dict[str, Any]:
+    """Bytes held per ``mlflow.entities.Run`` from ``get_run``: k objects, of 20 finished runs.
+
+    Each run carries the same parameters, metrics (latest values, as ``get_run`` returns them)
+    and tags as on the asyncrun side, and is FINISHED.
+    """
+    experiment = client.create_experiment(f"b7-{uuid.uuid4().hex}")
+    ids = []
+    for i in range(_common.B7_DISTINCT):
+        run_id = client.create_run(experiment, run_name=f"train-{i}").info.run_id
+        ts = int(time.time() * 1000)
+        client.log_batch(
+            run_id,
+            metrics=[Metric(key, v, ts, 10) for key, v in _common.B7_METRICS.items()],
+            params=[Param(key, v) for key, v in _common.B7_PARAMS.items()],
+            tags=[RunTag(key, v) for key, v in _common.B7_TAGS.items()],
+        )
+        client.set_terminated(run_id, "FINISHED")
+        ids.append(run_id)
+    for run_id in ids:  # warm-up: whatever get_run caches, it caches now
+        client.get_run(run_id)
+    with _common.Held() as held:
+        runs: list[Run] = [client.get_run(ids[i % len(ids)]) for i in range(k)]
+    one = runs[0].data
+    _common.check(
+        len(runs) == k
+        and all(r.info.status == "FINISHED" for r in runs)
+        and one.params == _common.B7_PARAMS
+        and one.metrics == _common.B7_METRICS
+        and _common.B7_TAGS.items() <= one.tags.items(),
+        "B7: runs read back without their content",
+    )
+    check = (
+        f"{k:,} FINISHED runs held, each with {len(one.params)} params, {len(one.metrics)} "
+        f"metrics, {len(one.tags)} tags (incl. MLflow's own)"
+    )
+    return {"b7": {"value": held.bytes / k, "check": check}}
+
+
 def get_run(client: MlflowClient, n: int) -> dict[str, Any]:
     """``MlflowClient.get_run`` of one run, sequential."""
     run_id = client.create_run(client.create_experiment(f"get-{uuid.uuid4().hex}")).info.run_id
@@ -110,14 +172,18 @@ def main() -> None:
             "1",
         ]
         # cwd=tmp: the server's default artifact store (./mlartifacts) lands there too.
-        with _common.server(argv, f"{url}/health", Path(tmp), dict(os.environ)) as facts:
+        with _common.server(
+            argv, f"{url}/health", Path(tmp), {**os.environ, **SERVER_ENV}
+        ) as facts:
             mlflow.set_tracking_uri(url)
             client = MlflowClient(url)
             figures: dict[str, Any] = {}
             figures |= b1_log_metric(n["b1"])
             figures |= b2_log_batch(client, n["b2"])
             figures |= b3_create(client, n["b3"])
+            figures |= b3_create_concurrent(client, n["b3c"])
             figures |= get_run(client, n["get"])
+            figures |= b7_memory(client, n["b7"])
             mlflow.flush_async_logging()
     _common.write_record(args.out, "mlflow", mlflow.__version__, facts, figures)
 
