@@ -43,7 +43,7 @@ import psutil
 
 from .. import _serde, kinds
 from .._core.auth import WRITE, Grant, make_token, secret_hash
-from .._core.errors import AsyncRunError, NotFound
+from .._core.errors import AsyncRunError, NotFound, StorageFull
 from .._core.records import Run, State
 from .._core.states import TERMINAL, transition
 from ..kinds import Outcome
@@ -54,6 +54,9 @@ POLL = 0.01
 FLUSH = 0.02
 """Seconds log lines may wait before they are written (or FLUSH_LINES, whichever first)."""
 FLUSH_LINES = 5000
+DISK_FULL_RETRY = 0.5
+"""Seconds between two attempts to write while the disk is full."""
+DISK_FULL_REPORT = 10.0
 MAX_LINE_BYTES = 64 * 1024
 PIPE_GRACE = 2.0
 """Seconds to keep reading after a job exited while a grandchild still holds its pipes."""
@@ -122,6 +125,8 @@ class Agent:
         self.pending: dict[tuple[str, str], list[tuple[str, int, str]]] = {}
         self.partial: dict[tuple[str, str, str], bytes] = {}
         self.last_flush = time.monotonic()
+        self.write_after = 0.0  # while the disk is full: when to try writing again
+        self.full_since = -DISK_FULL_REPORT
         self.lock: IO[bytes] | None = None
         self.terminating = False
         signal.signal(signal.SIGTERM, self._on_term)
@@ -160,15 +165,21 @@ class Agent:
             while True:
                 self.read_pipes()
                 now = time.monotonic()
-                if now - last_poll >= POLL:
-                    last_poll = now
-                    self.poll_store(now)
-                if self.pending and (
-                    now - self.last_flush >= FLUSH
-                    or sum(map(len, self.pending.values())) >= FLUSH_LINES
-                ):
-                    self.flush_logs()
-                self.reap(now)
+                if now >= self.write_after:
+                    try:
+                        if now - last_poll >= POLL:
+                            last_poll = now
+                            self.poll_store(now)
+                        if self.pending and (
+                            now - self.last_flush >= FLUSH
+                            or sum(map(len, self.pending.values())) >= FLUSH_LINES
+                        ):
+                            self.flush_logs()
+                        self.reap(now)
+                    except StorageFull as exc:
+                        # Jobs keep running; every write is one transaction, so trying again
+                        # later is safe. Their output waits in memory, bounded.
+                        self.disk_full(exc)
                 if self.jobs:
                     idle_since = now
                 elif self.terminating or now - idle_since >= self.args.idle_exit:
@@ -290,7 +301,14 @@ class Agent:
             started = psutil.Process(proc.pid).create_time()
         except psutil.Error:
             started = 0.0  # already gone: it is reaped below like any other
-        self.store.set_execution_pid(project, id_, number, proc.pid, started)
+        try:
+            self.store.set_execution_pid(project, id_, number, proc.pid, started)
+        except StorageFull:
+            # Unrecorded, the job would be started again: end it, the start is retried.
+            _killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()  # reaps it and closes its pipes
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
         execution = attrs.evolve(execution, pid=proc.pid, pid_started=started)
         pipes = {}
         for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
@@ -358,6 +376,17 @@ class Agent:
             self.store.append_logs(self.pending, self.args.keep_lines)
             self.pending = {}
         self.last_flush = time.monotonic()
+
+    def disk_full(self, exc: StorageFull) -> None:
+        now = time.monotonic()
+        if now - self.full_since >= DISK_FULL_REPORT:
+            with contextlib.suppress(OSError):  # its log may be on the same full disk
+                print(f"asyncrun agent: {exc}; retrying", file=sys.stderr, flush=True)
+            self.full_since = now
+        for lines in self.pending.values():
+            if len(lines) > self.args.keep_lines:  # the store would keep only the end anyway
+                del lines[: len(lines) - self.args.keep_lines]
+        self.write_after = now + DISK_FULL_RETRY
 
     # -- ending ---------------------------------------------------------------------------
 

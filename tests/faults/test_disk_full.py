@@ -14,9 +14,10 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
-from conftest import ServerProcess
+from conftest import ServerProcess, job_spec
 
 import asyncrun
 
@@ -103,3 +104,22 @@ async def test_a_full_disk_refuses_writes_keeps_reads_and_loses_nothing(
     with sqlite3.connect(server.db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert "Traceback" not in server.log.read_text()
+
+
+async def test_a_job_outlives_a_full_disk_and_its_output_waits(
+    full_disk_server: ServerProcess, tmp_path: Path
+) -> None:
+    server = full_disk_server
+    async with asyncrun.AsyncClient(server.url, context=tmp_path, timeout=2) as client:
+        run = await client.new_run("disk", "python+job", spec=job_spec("count", n=40, delay=0.05))
+        await run.run()
+        with anyio.fail_after(30):
+            while (await run.refresh()).status.state is not asyncrun.State.RUNNING:
+                await anyio.sleep(0.02)
+        filler = fill(server.db.parent)
+        await anyio.sleep(1.0)  # the job goes on printing while nothing can be written
+        filler.unlink()
+        await run.wait(log_info=False, timeout=60)
+        assert run.status.state is asyncrun.State.COMPLETED, run.status.message
+        lines = [line.text async for line in run.logs()]
+    assert lines == [f"line {i}" for i in range(40)]
