@@ -7,12 +7,13 @@ its answer was lost; actions are not sent twice: the user gets a typed error ins
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
 import pytest
-from conftest import ServerProcess
+from conftest import ServerProcess, job_spec
 
 import asyncrun
 
@@ -157,3 +158,24 @@ async def test_retries_stop_at_the_timeout_with_a_typed_error(
         with pytest.raises(asyncrun.ServerError) as failed:
             await client.get_run("p", run.id)
     assert failed.value.attempts >= 3
+
+
+async def test_a_long_wait_survives_a_server_crash_and_restart(
+    fault_server: ServerProcess, tmp_path: Path
+) -> None:
+    async with asyncrun.AsyncClient(fault_server.url, context=tmp_path) as client:
+        runs = [
+            await client.new_run("p", "python+job", spec=job_spec("count", n=20, delay=0.1))
+            for _ in range(5)
+        ]
+        for run in runs:
+            await run.run()
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tasks:
+                for run in runs:
+                    tasks.start_soon(functools.partial(run.wait, log_info=False))
+                await anyio.sleep(0.3)
+                await anyio.to_thread.run_sync(functools.partial(fault_server.stop, kill=True))
+                await anyio.sleep(0.5)  # waits see connection errors and back off meanwhile
+                await anyio.to_thread.run_sync(fault_server.start)
+    assert {run.status.state for run in runs} == {asyncrun.State.COMPLETED}
