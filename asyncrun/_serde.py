@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import sys
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Final, TypeVar
 
 import attrs
@@ -19,6 +19,13 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 from cattrs.v import format_exception
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.events import (
+    AliasEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+)
 
 from ._core.errors import MalformedRequest, ValidationError
 from ._core.metrics import check_key, decode_value, encode_value
@@ -156,6 +163,8 @@ _unstructure_run = make_dict_unstructure_fn(Run, converter)
 def _run_structure_hook(value: Any, _: Any) -> Run:
     value = _structure_dict_any(value, None)
     # ``key`` is derived from kind, project and id; accept it but never trust it.
+    if not isinstance(value.get("key", ""), str):
+        raise TypeError("key is read-only (derived from project, kind and id): send a string")
     return _structure_run({k: v for k, v in value.items() if k != "key"}, Run)
 
 
@@ -193,7 +202,7 @@ def from_dict(data: Any) -> Run:
     Raises:
         ValidationError: naming every field that is missing or has the wrong type.
     """
-    check_depth(data)
+    check_data(data)
     try:
         return _share(validate(converter.structure(data, Run)))
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
@@ -272,26 +281,56 @@ MAX_DEPTH: Final = 64
 """Deepest nesting of lists and objects accepted in a record (orjson writes at most 254)."""
 
 
-def check_depth(data: Any, limit: int = MAX_DEPTH) -> None:
-    """Refuse data nested deeper than ``limit`` (iteratively: no recursion to exhaust).
+_SCALARS: Final = (str, bool, type(None), datetime, date)
+_INT64: Final = (-(2**63), 2**63 - 1)
+
+
+def check_data(data: Any, limit: int = MAX_DEPTH) -> None:
+    """Refuse data a record cannot carry through JSON unchanged (iteratively: no recursion).
+
+    Accepted: objects with string keys, lists, strings, booleans, null, integers within 64
+    bits, finite floats, and times (written as ISO 8601 strings), nested at most ``limit``
+    levels. Anything else (NaN, bytes, sets, huge integers...) would be lost or fail later.
 
     Raises:
-        ValidationError: naming the limit.
+        ValidationError: naming the limit or the path of the first bad value.
     """
     if not isinstance(data, dict | list):
         return
-    stack = [(data, 1)]
+    stack: list[tuple[Any, int, str]] = [(data, 1, "")]
     while stack:
-        value, depth = stack.pop()
+        value, depth, path = stack.pop()
         if depth > limit:
             raise ValidationError(
                 f"the record is nested deeper than {limit} levels; flatten it",
                 detail={"limit": limit},
             )
-        # Only containers go on the stack: records are mostly scalars.
-        for child in value.values() if isinstance(value, dict) else value:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, child in items:
+            kind = type(child)
+            if kind is float:
+                if child - child == 0:  # finite: inf - inf and nan - nan are nan
+                    continue
+            elif kind is int:
+                if _INT64[0] <= child <= _INT64[1]:
+                    continue
+            elif kind is dict or kind is list:
+                if kind is dict and not all(type(k) is str for k in child):
+                    raise _bad(path, key, "an object's keys must be strings")
+                stack.append((child, depth + 1, _at(path, key)))
+                continue
+            elif isinstance(child, _SCALARS):
+                continue
+            raise _bad(path, key, f"JSON cannot carry {kind.__name__} {child!r:.60}")
+
+
+def _at(path: str, key: object) -> str:
+    return f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else str(key)
+
+
+def _bad(path: str, key: object, why: str) -> ValidationError:
+    where = _at(path, key)
+    return ValidationError(f"{where}: {why}", detail={"field": where})
 
 
 def _yaml() -> YAML:
@@ -302,6 +341,8 @@ def _yaml() -> YAML:
     yaml.allow_unicode = True
     yaml.width = 4096
     yaml.representer.add_representer(str, _represent_str)  # after the options: it builds one
+    # Never write anchors: a file must read back with load_run, which refuses aliases.
+    yaml.representer.ignore_aliases = lambda data: True
     return yaml
 
 
@@ -319,10 +360,32 @@ def from_yaml(text: str) -> Run:
         ValidationError: if the text is not YAML or not a valid run record.
     """
     try:
+        _check_yaml_events(text)
         data = _yaml().load(text)
     except YAMLError as exc:
         raise ValidationError(f"not a valid YAML document: {exc}") from None
     return from_dict(data)
+
+
+def _check_yaml_events(text: str) -> None:
+    # Before anything is built: aliases can expand a few hundred bytes into millions of
+    # values ("billion laughs"), and ruamel's composer recurses once per nesting level.
+    depth = 0
+    for event in _yaml().parse(text):
+        if isinstance(event, AliasEvent):
+            raise ValidationError(
+                "the file uses YAML aliases (*name), which asyncrun does not expand: "
+                "write the values out"
+            )
+        if isinstance(event, MappingStartEvent | SequenceStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH + 1:  # the record itself is one level
+                raise ValidationError(
+                    f"the record is nested deeper than {MAX_DEPTH} levels; flatten it",
+                    detail={"limit": MAX_DEPTH},
+                )
+        elif isinstance(event, MappingEndEvent | SequenceEndEvent):
+            depth -= 1
 
 
 def log_line_to_dict(line: LogLine) -> dict[str, Any]:

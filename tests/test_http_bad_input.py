@@ -658,7 +658,7 @@ def _cursor(raw: bytes) -> str:
         (f"cursor={_cursor(b'no-colon')}", "cursor"),
         (f"cursor={_cursor(b'12:../etc')}", "cursor"),
         (f"cursor={_cursor(b'x:r1')}", "cursor"),
-        ("cursor=%FF%FE", "cursor"),
+        # cursor=%FF%FE (not UTF-8) is a 400: tests/bad_input's query-ff row
         ("created_after=yesterday", "created_after"),
         ("created_after=2024-13-01T00:00:00%2B00:00", "created_after"),
         ("created_after=2024-01-01T00:00:00", "created_after"),

@@ -27,6 +27,7 @@ from typing import Any, Final, TypeAlias, TypeVar
 import attrs
 
 from .errors import ValidationError
+from .records import CONTROL_RE
 
 Number: TypeAlias = "int | float"
 Value: TypeAlias = "int | float | list[int | float]"
@@ -35,7 +36,6 @@ MetricType: TypeAlias = "float | int | Sequence[float | int] | Any"
 arrays too (hence ``Any``: numpy is never imported to name its types)."""
 
 MAX_KEY_LENGTH: Final = 250
-_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class Mode(enum.IntEnum):
@@ -66,7 +66,7 @@ def check_key(key: object) -> str:
         raise TypeError(f"a metric key must be a str, got {type(key).__name__}: {key!r}")
     if not key or len(key) > MAX_KEY_LENGTH:
         raise ValueError(f"metric key {key!r} must be 1 to {MAX_KEY_LENGTH} characters long")
-    if _CONTROL_RE.search(key):
+    if CONTROL_RE.search(key):
         raise ValueError(f"metric key {key!r} must not contain control characters")
     return key
 

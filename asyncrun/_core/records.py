@@ -15,7 +15,8 @@ import attrs
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _KIND_RE = re.compile(r"^[a-z0-9][a-z0-9+._-]{0,63}$")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""C0 and C1 control characters (C1 includes NEL and CSI, a terminal escape introducer)."""
 MAX_LABEL_LENGTH = 255
 
 
@@ -138,7 +139,7 @@ def check_label(value: object) -> str:
         raise ValueError(
             f"a label must be a string of 1-{MAX_LABEL_LENGTH} characters; got {value!r}"
         )
-    if _CONTROL_RE.search(value):
+    if CONTROL_RE.search(value):
         raise ValueError(f"a label must not contain control characters; got {value!r}")
     return value
 
@@ -162,10 +163,18 @@ def validate(run: Run) -> Run:
         raise ValueError(
             f"metadata.project ({run.metadata.project!r}) must equal project ({run.project!r})"
         )
-    if run.name is not None and (not run.name or _CONTROL_RE.search(run.name)):
-        raise ValueError(
-            f"name must be a non-empty string without control characters; got {run.name!r}"
-        )
+    for field, value in (("name", run.name), ("metadata.name", run.metadata.name)):
+        if value is not None and (not value or CONTROL_RE.search(value)):
+            raise ValueError(
+                f"{field} must be a non-empty string without control characters; got {value!r}"
+            )
+    for field, value in (
+        ("user", run.user),
+        ("metadata.created_by", run.metadata.created_by),
+        ("metadata.updated_by", run.metadata.updated_by),
+    ):
+        if value is not None and CONTROL_RE.search(value):
+            raise ValueError(f"{field} must not contain control characters; got {value!r}")
     for label in run.metadata.labels:
         check_label(label)
     check_time("metadata.created", run.metadata.created)

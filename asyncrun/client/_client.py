@@ -210,6 +210,7 @@ class AsyncClient:
         """
         if spec is not None and not isinstance(spec, dict):
             raise ValidationError(f"spec must be a dict, got {type(spec).__name__}")
+        _serde.check_data({"spec": spec})  # NaN, bytes, huge ints: refused here, not lost later
         record = _check_input(
             new_run,
             project=project,
@@ -323,5 +324,9 @@ class AsyncClient:
         Raises:
             ValidationError: if the file is not a valid run record.
         """
-        text = await anyio.Path(path).read_text(encoding="utf-8")
+        raw = await anyio.Path(path).read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValidationError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8") from None
         return AsyncRun(self, _serde.from_yaml(text))

@@ -157,6 +157,7 @@ class AsyncRun(RecordView):
         """
         transport = self._client._transport
         data = _serde.to_dict(self._record)
+        _serde.check_data(data)  # before JSON would turn NaN into null on the way
         if update:
             revision = self._record.metadata.revision
             self._record = await transport.update_run(self.project, self.id, data, revision)

@@ -15,10 +15,20 @@ from pathlib import Path
 from typing import Any
 
 
-def _call(handler: str, parameters: dict[str, Any]) -> Any:
+class _LoadError(Exception):
+    """The handler could not be imported or found: the job never ran."""
+
+
+def _load(handler: str) -> Any:
     module_name, _, function_name = handler.partition(":")
-    module = importlib.import_module(module_name)
-    function = getattr(module, function_name)
+    try:
+        return getattr(importlib.import_module(module_name), function_name)
+    except BaseException as exc:  # a module may fail to import with anything, SystemExit too
+        raise _LoadError(f"cannot load handler {handler!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def _call(handler: str, parameters: dict[str, Any]) -> Any:
+    function = _load(handler)
     value = function(**parameters)
     if inspect.isawaitable(value):
         import asyncio
@@ -39,11 +49,7 @@ def main() -> int:
         payload = json.dumps({"result": value})
     except BaseException as exc:  # report everything, including SystemExit, as the run's error
         traceback.print_exc()
-        message = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, (ImportError, AttributeError)) and job["handler"].split(":")[0] in str(
-            exc
-        ):
-            message = f"cannot load handler {job['handler']!r}: {message}"
+        message = str(exc) if isinstance(exc, _LoadError) else f"{type(exc).__name__}: {exc}"
         (scratch / "result.json").write_text(json.dumps({"error": message}))
         return 1
     (scratch / "result.json").write_text(payload)

@@ -411,7 +411,7 @@ class Agent:
             outcome = job.kind.outcome(code, job.scratch)
             # What a record cannot carry (too deep, ints beyond 64 bits) fails here, not later
             # on every read of the run.
-            _serde.check_depth(outcome.status, _serde.MAX_DEPTH - 2)
+            _serde.check_data(outcome.status, _serde.MAX_DEPTH - 2)
             _serde.dumps(outcome.status)
         except Exception as exc:
             outcome = Outcome(State.ERROR, f"cannot read how the job ended: {exc}", {})

@@ -11,11 +11,12 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final
+from urllib.parse import parse_qsl
 
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
@@ -114,6 +115,19 @@ class Api:
         whether the run exists or not.
         """
         grant = self._grant(request) if self.auth else None
+        raw_path = request.scope.get("raw_path", b"").lower()
+        if b"%2f" in raw_path:
+            # The router split the decoded path: an encoded '/' would address another run.
+            raise ValidationError(
+                "a project name or run id cannot contain '/' (%2F)", detail={"field": "path"}
+            )
+        try:
+            parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), errors="strict")
+        except UnicodeDecodeError:
+            raise MalformedRequest(
+                "the query string is not valid UTF-8 once percent-decoded",
+                detail={"field": "query"},
+            ) from None
         params = request.path_params
         try:
             project = check_name("project", params["project"])
@@ -314,6 +328,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error(exc.status_code, "http_error", str(exc.detail))
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The client hung up mid-request: nothing to answer, nothing went wrong here.
+    return Response(status_code=499)
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # A 5xx is always a bug: log it with the traceback, answer without leaking internals.
     log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -371,6 +390,7 @@ def create_app(
         exception_handlers={
             AsyncRunError: _asyncrun_error,
             HTTPException: _http_error,
+            ClientDisconnect: _client_gone,
             Exception: _unexpected,
         },
     )

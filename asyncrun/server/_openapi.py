@@ -12,6 +12,12 @@ from .._core.records import State
 _NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"}
 _TIME = {"type": "string", "format": "date-time"}
 _NULLABLE_STR = {"type": ["string", "null"]}
+_PLAIN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+"""No C0 or C1 control characters (what the server refuses in names, labels and keys)."""
+_LABEL = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": _PLAIN}
+_DISPLAY_NAME = {"type": ["string", "null"], "minLength": 1, "pattern": _PLAIN}
+_KIND = {"type": "string", "pattern": r"^[a-z0-9][a-z0-9+._-]{0,63}$"}
+_NUMBER = {"oneOf": [{"type": "number"}, {"enum": ["NaN", "Infinity", "-Infinity"]}]}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -61,9 +67,9 @@ _SCHEMAS: dict[str, Any] = {
         "additionalProperties": True,
         "properties": {
             "project": _NAME,
-            "name": _NULLABLE_STR,
+            "name": _DISPLAY_NAME,
             "description": _NULLABLE_STR,
-            "labels": {"type": "array", "items": {"type": "string", "minLength": 1}},
+            "labels": {"type": "array", "items": _LABEL},
             "created": {"type": ["string", "null"], "format": "date-time"},
             "created_by": _NULLABLE_STR,
             "updated": {"type": ["string", "null"], "format": "date-time"},
@@ -87,11 +93,14 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["kind", "id", "project", "metadata"],
         "additionalProperties": False,
         "properties": {
-            "kind": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9+._-]{0,63}$"},
+            "kind": _KIND,
             "id": _NAME,
-            "key": {"type": "string", "readOnly": True},
+            "key": {
+                "type": "string",
+                "description": "store://project/run/kind/id: derived, ignored on input",
+            },
             "project": _NAME,
-            "name": _NULLABLE_STR,
+            "name": _DISPLAY_NAME,
             "metadata": _ref("Metadata"),
             "spec": {"type": "object"},
             "status": _ref("Status"),
@@ -155,6 +164,13 @@ _SCHEMAS: dict[str, Any] = {
             "text": {"type": "string"},
         },
     },
+    "LogEnd": {
+        "type": "object",
+        "description": "The last line of a followed stream (blank lines are heartbeats)",
+        "required": ["end"],
+        "additionalProperties": False,
+        "properties": {"end": {"const": True}, "deleted": {"type": "boolean"}},
+    },
     "LogPage": {
         "type": "object",
         "required": ["lines", "next_offset"],
@@ -166,6 +182,11 @@ _SCHEMAS: dict[str, Any] = {
     "WatchRequest": {
         "type": "object",
         "additionalProperties": False,
+        "description": "At least one id, in ids or fresh",
+        "anyOf": [
+            {"required": ["ids"], "properties": {"ids": {"minItems": 1}}},
+            {"required": ["fresh"], "properties": {"fresh": {"minItems": 1}}},
+        ],
         "properties": {
             "ids": {"type": "array", "items": _NAME},
             "fresh": {"type": "array", "items": _NAME},
@@ -193,7 +214,16 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "description": "[key, mode, value]; mode 1 append, 2 replace, 3 single, "
                 "4 set, 5 merge; value a number, NaN/Infinity/-Infinity as strings, or a list",
-                "items": {"type": "array", "minItems": 3, "maxItems": 3},
+                "items": {
+                    "type": "array",
+                    "prefixItems": [
+                        {"type": "string", "minLength": 1, "maxLength": 250, "pattern": _PLAIN},
+                        {"type": "integer", "minimum": 1, "maximum": 5},
+                        {"oneOf": [_NUMBER, {"type": "array", "items": _NUMBER}]},
+                    ],
+                    "minItems": 3,
+                    "maxItems": 3,
+                },
             },
         },
     },
@@ -213,6 +243,12 @@ _SCHEMAS: dict[str, Any] = {
             "next_cursor": _NULLABLE_STR,
         },
     },
+}
+
+
+_IDS = {
+    "type": "string",
+    "pattern": r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,127}(,[A-Za-z0-9][A-Za-z0-9_.-]{0,127})*)?$",
 }
 
 
@@ -236,16 +272,21 @@ def openapi_document() -> dict[str, Any]:
     list_params = [
         project,
         _param("state", "query", {"enum": list(State)}, "Keep runs in this state (repeatable)"),
-        _param("kind", "query", {"type": "string"}, "Keep runs of this kind"),
+        _param("kind", "query", _KIND, "Keep runs of this kind"),
         _param("name", "query", {"type": "string"}, "Keep runs with this name"),
-        _param("label", "query", {"type": "string"}, "Keep runs with this label (repeatable)"),
+        _param("label", "query", _LABEL, "Keep runs with this label (repeatable)"),
         _param("created_after", "query", _TIME, "Keep runs created at or after this time"),
         _param("created_before", "query", _TIME, "Keep runs created before this time"),
-        _param("ids", "query", {"type": "string"}, f"Comma-separated ids, at most {MAX_IDS}"),
+        _param("ids", "query", _IDS, f"Comma-separated ids, at most {MAX_IDS}"),
         _param(
             "limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "Page size"
         ),
-        _param("cursor", "query", {"type": "string"}, "next_cursor of the previous page"),
+        _param(
+            "cursor",
+            "query",
+            {"type": "string", "minLength": 1},
+            "next_cursor of the previous page",
+        ),
     ]
     runs = f"{API_PREFIX}/projects/{{project}}/runs"
     watch_ok = _json_body(_ref("Changes"), "What changed")
@@ -284,7 +325,12 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [
                         project,
                         run_id,
-                        _param("If-Match", "header", {"type": "string"}, "ETag last read"),
+                        _param(
+                            "If-Match",
+                            "header",
+                            {"type": "string", "pattern": r'^(\*|(W/)?"?[0-9]{1,19}"?)$'},
+                            "ETag last read",
+                        ),
                     ],
                     "requestBody": {"required": True, **_json_body(_ref("Run"), "The run")},
                     "responses": {
@@ -324,10 +370,17 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Long-poll: answers as soon as a watched run changes after since",
                     "parameters": [
                         project,
-                        _param("ids", "query", {"type": "string"}, "Comma-separated run ids"),
-                        _param("fresh", "query", {"type": "string"}, "Ids reported at once"),
-                        _param("since", "query", {"type": "integer"}, "seq of the last answer"),
-                        _param("timeout", "query", {"type": "number"}, "Seconds to hold"),
+                        _param("ids", "query", _IDS, "Comma-separated run ids"),
+                        _param("fresh", "query", _IDS, "Ids reported at once"),
+                        _param(
+                            "since", "query", {"type": "integer", "minimum": 0}, "seq last seen"
+                        ),
+                        _param(
+                            "timeout",
+                            "query",
+                            {"type": "number", "minimum": 0, "maximum": MAX_WATCH_SECONDS},
+                            "Seconds to hold",
+                        ),
                     ],
                     "responses": {"200": watch_ok, **_errors(400, 422)},
                 },
@@ -350,8 +403,18 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [
                         project,
                         run_id,
-                        _param("offset", "query", {"type": "integer", "minimum": 0}, "First line"),
-                        _param("limit", "query", {"type": "integer", "maximum": 10000}, "Lines"),
+                        _param(
+                            "offset",
+                            "query",
+                            {"type": "integer", "minimum": 0, "maximum": 2**62},
+                            "First line",
+                        ),
+                        _param(
+                            "limit",
+                            "query",
+                            {"type": "integer", "minimum": 1, "maximum": 10000},
+                            "Lines",
+                        ),
                         _param("follow", "query", {"type": "boolean"}, "Stream as written"),
                     ],
                     "responses": {
@@ -359,7 +422,9 @@ def openapi_document() -> dict[str, Any]:
                             "description": "A page of lines, or an NDJSON stream of LogLine",
                             "content": {
                                 "application/json": {"schema": _ref("LogPage")},
-                                "application/x-ndjson": {"schema": _ref("LogLine")},
+                                "application/x-ndjson": {
+                                    "schema": {"oneOf": [_ref("LogLine"), _ref("LogEnd")]}
+                                },
                             },
                         },
                         **_errors(404, 422),
