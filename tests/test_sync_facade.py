@@ -18,12 +18,14 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import sniffio
 import trio
 
 import asyncrun
@@ -332,6 +334,69 @@ def test_threads_share_one_client(sync_client: asyncrun.Client, project: str) ->
     assert set(listed) == set(created)
 
 
+def test_a_blocked_call_does_not_hold_up_calls_from_other_threads(
+    sync_client: asyncrun.Client, project: str
+) -> None:
+    # Each call is a task of its own in the portal: while one thread blocks in wait(), many
+    # threads calling at once each get their own answer.
+    idle = sync_client.new_run(project, "command+job", spec=SPEC)  # CREATED: never terminal
+    runs = [
+        sync_client.new_run(project, "command+job", spec={"command": ["echo", str(i)]})
+        for i in range(8)
+    ]
+    waited: list[asyncrun.Run | BaseException] = []
+
+    def wait_idle() -> None:
+        try:
+            waited.append(idle.wait(timeout=60))
+        except BaseException as exc:
+            waited.append(exc)
+
+    waiter = threading.Thread(target=wait_idle)
+    waiter.start()
+    start = threading.Barrier(len(runs))
+
+    def read(run: asyncrun.Run) -> list[Any]:
+        start.wait(timeout=10)
+        return [sync_client.get_run(project, run.id).spec["command"] for _ in range(25)]
+
+    with ThreadPoolExecutor(len(runs)) as pool:
+        results = list(pool.map(read, runs))
+    assert results == [[["echo", str(i)]] * 25 for i in range(len(runs))]
+    assert waiter.is_alive()  # still blocked: the reads did not need it
+    assert waited == []
+    sync_client.get_run(project, idle.id).delete()  # ends the wait
+    waiter.join(timeout=30)
+    assert not waiter.is_alive()
+    assert waited == [idle]
+    assert idle.status.state is asyncrun.State.DELETED
+
+
+def test_a_call_from_the_portal_thread_is_refused_not_deadlocked(
+    sync_client: asyncrun.Client, project: str
+) -> None:
+    run = sync_client.new_run(project, "command+job", spec=SPEC)
+    # What a finaliser or callback running in the client's own loop thread would do.
+    with pytest.raises(RuntimeError, match="cannot be called from the event loop thread"):
+        sync_client._portal.call(sync_client.get_run, project, run.id)
+    assert sync_client.get_run(project, run.id) == run
+
+
+def test_the_caller_context_does_not_leak_into_the_portal(
+    sync_client: asyncrun.Client, anyio_backend: str, project: str
+) -> None:
+    # A caller whose context names the other library (a sync callback that some other loop's
+    # portal runs) must not make the portal's tasks believe they run that library.
+    other = "trio" if anyio_backend == "asyncio" else "asyncio"
+    token = sniffio.current_async_library_cvar.set(other)
+    try:
+        run = sync_client.new_run(project, "command+job", spec=SPEC)
+        assert sync_client.get_run(project, run.id) == run
+        assert [r.id for r in sync_client.list_runs(project)] == [run.id]
+    finally:
+        sniffio.current_async_library_cvar.reset(token)
+
+
 # --- 4. Inside a running event loop (a Jupyter cell) ----------------------------------------
 
 
@@ -461,6 +526,34 @@ def test_context_manager_closes_even_on_error(
 
     with pytest.raises(asyncrun.NotFound):  # the error propagates unchanged
         failing_block()
+    assert wait_until(lambda: set(threading.enumerate()) <= before)
+
+
+def test_close_ends_a_wait_blocked_in_another_thread(
+    backend: dict[str, Any], anyio_backend: str, project: str, tmp_path: Path
+) -> None:
+    before = set(threading.enumerate())
+    client = asyncrun.Client(**backend, backend=anyio_backend, context=tmp_path / "context")
+    run = client.new_run(project, "command+job", spec=SPEC)  # CREATED: never terminal
+    errors: list[BaseException] = []
+
+    def wait_forever() -> None:
+        try:
+            run.wait()
+        except BaseException as exc:
+            errors.append(exc)
+
+    waiter = threading.Thread(target=wait_forever)
+    waiter.start()
+    time.sleep(0.3)  # let the wait reach the portal
+    started = time.monotonic()
+    client.close()
+    waiter.join(timeout=30)
+    assert not waiter.is_alive()
+    assert time.monotonic() - started < 10
+    assert len(errors) == 1
+    assert type(errors[0]) is RuntimeError
+    assert "closed" in str(errors[0])
     assert wait_until(lambda: set(threading.enumerate()) <= before)
 
 

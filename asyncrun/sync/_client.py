@@ -4,9 +4,9 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -18,6 +18,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from .._core.query import DEFAULT_LIMIT
 from ..client._client import AsyncClient
 from ..client._run import AsyncRun
+from ._hop import Hop
 from ._run import Run
 
 T = TypeVar("T")
@@ -75,11 +76,13 @@ class Client:
         self._portal: BlockingPortal = self._outside_trio(
             self._stack.enter_context, start_blocking_portal(backend)
         )
+        self._hop = Hop()
         try:
-            client = self._outside_trio(self._portal.call, self._open, endpoint, token, kwargs)
-            # Entered and exited by one task in the portal, so its background tasks live there.
             self._async: AsyncClient = self._outside_trio(
-                self._stack.enter_context, self._portal.wrap_async_context_manager(client)
+                self._stack.enter_context,
+                self._portal.wrap_async_context_manager(
+                    self._serve(self._hop, endpoint, token, kwargs)
+                ),
             )
         except BaseException:
             self._outside_trio(self._stack.close)
@@ -88,9 +91,15 @@ class Client:
         _LIVE.add(self)
 
     @staticmethod
-    async def _open(endpoint: str | None, token: str | None, kwargs: dict[str, Any]) -> AsyncClient:
-        # Built inside the portal's loop so the connection pool belongs to that loop.
-        return AsyncClient(endpoint, token, **kwargs)
+    @asynccontextmanager
+    async def _serve(
+        hop: Hop, endpoint: str | None, token: str | None, kwargs: dict[str, Any]
+    ) -> AsyncIterator[AsyncClient]:
+        # Entered and exited by one task in the portal, so the client's background tasks live
+        # there, and built there so its connection pool belongs to that loop. The client closes
+        # first; then, as the portal would, the hop waits for the calls still running.
+        async with hop.serve(), AsyncClient(endpoint, token, **kwargs) as client:
+            yield client
 
     def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run ``fn(*args)`` in the portal and block for its result.
@@ -104,12 +113,8 @@ class Client:
             )
         if self._closed:
             raise RuntimeError("this Client is closed; create a new one")
-        future: Future[T] = self._outside_trio(self._portal.start_task_soon, fn, *args)
-        try:
-            return future.result()
-        except KeyboardInterrupt:
-            future.cancel()
-            raise
+        # One round trip (portal.call makes two), and safe from a thread that runs Trio.
+        return self._hop.call(fn, *args)
 
     @staticmethod
     def _outside_trio(fn: Callable[..., T], *args: Any) -> T:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any, Final, Literal, TypeAlias
 
@@ -40,6 +41,16 @@ def _describe(exc: BaseException) -> str:
             return str(seen) if seen is exc else f"{type(seen).__name__}: {seen}"
         seen = seen.__cause__ or seen.__context__
     return type(exc).__name__
+
+
+def _tls_refused(exc: BaseException) -> bool:
+    """Whether a TLS handshake failed along the error's causes (no retry will fix that)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 TokenSource: TypeAlias = "str | Callable[[], str | None] | None"
@@ -126,6 +137,7 @@ class HTTPTransport(AsyncTransport):
                 unsent = isinstance(exc.__cause__, _UNSENT)
                 delay = _BACKOFF.delay(attempt - 1, random.random(), exc.retry_after)
                 allowed = retry == "idempotent" or (retry == "unsent" and unsent)
+                allowed = allowed and not _tls_refused(exc)  # a bad certificate stays bad
                 if not allowed or anyio.current_time() + delay > give_up:
                     exc.attempts = attempt
                     raise
