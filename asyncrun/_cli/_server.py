@@ -1,33 +1,26 @@
-"""The ``asyncrun`` command: ``server`` and its tokens so far; the full CLI is a later issue."""
+"""``asyncrun server``: serve the HTTP API, and manage the server's access tokens."""
 
 from __future__ import annotations
 
 import secrets
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from . import _config
-from ._core.auth import READ, ROLES, Grant, check_grant, make_token, secret_hash
-from ._core.errors import ValidationError
+from .. import _config
+from .._core.auth import READ, ROLES, Grant, check_grant, make_token, secret_hash
+from .._core.errors import ValidationError
 
 if TYPE_CHECKING:
-    from .server._store._sqlite import SQLiteStore
-
-
-@click.group()
-@click.version_option(package_name="asyncrun")
-def cli() -> None:
-    """Run records: create, run, watch and export them."""
+    from ..server._store._sqlite import SQLiteStore
 
 
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
-@cli.group(invoke_without_command=True)
+@click.group(invoke_without_command=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8765, show_default=True, type=int, help="Port to bind.")
 @click.option(
@@ -103,14 +96,14 @@ def server(
     try:
         import uvicorn
 
-        from .server._app import create_app
+        from ..server._app import create_app
     except ImportError:
         raise click.ClickException(
             "the server needs the 'server' extra: pip install 'asyncrun[server]'"
         ) from None
-    from .server._executor import LocalExecutor
-    from .server._service import RunService
-    from .server._store._sqlite import SQLiteStore
+    from ..server._executor import LocalExecutor
+    from ..server._service import RunService
+    from ..server._store._sqlite import SQLiteStore
 
     db_path = (db or _config.home() / _config.DB_FILENAME).resolve()
     # Jobs reach this server on loopback when it listens on every address.
@@ -159,14 +152,20 @@ _DB_OPTION = click.option(
 
 
 def _store(db: Path | None) -> SQLiteStore:
-    from .server._store._sqlite import SQLiteStore
+    from ..server._store._sqlite import SQLiteStore
 
     return SQLiteStore((db or _config.home() / _config.DB_FILENAME).resolve())
 
 
 @server.group()
 def token() -> None:
-    """Create, list and revoke the server's access tokens."""
+    """Create, list and revoke the server's access tokens.
+
+    \b
+    Example:
+      asyncrun server token create --db runs.sqlite3 --project demo --role write
+      asyncrun server token list --db runs.sqlite3
+    """
 
 
 @token.command("create")
@@ -241,8 +240,3 @@ def token_revoke(db: Path | None, token_id: str) -> None:
     if not _store(db).revoke_token(token_id):
         raise click.ClickException(f"no token with id {token_id!r}")
     click.echo(f"token {token_id} revoked")
-
-
-def main() -> None:
-    """Entry point of the ``asyncrun`` console script."""
-    sys.exit(cli())

@@ -1,0 +1,39 @@
+"""The ``asyncrun`` command: the client API on the command line, and ``asyncrun server``.
+
+Every command on runs is a thin layer over the sync client (``asyncrun.Client``): the logic
+of creating, waiting, following and exporting lives there, once.
+"""
+
+from ._app import cli, main
+from ._runs import (
+    apply_command,
+    export_command,
+    get_command,
+    logs_command,
+    ls_command,
+    metrics_command,
+    resume_command,
+    run_command,
+    stop_command,
+    wait_command,
+)
+from ._server import server
+
+server.short_help = "Serve the HTTP API; manage its access tokens."
+
+for _command in (
+    run_command,
+    ls_command,
+    get_command,
+    logs_command,
+    wait_command,
+    stop_command,
+    resume_command,
+    export_command,
+    apply_command,
+    metrics_command,
+    server,
+):
+    cli.add_command(_command)
+
+__all__ = ["cli", "main"]

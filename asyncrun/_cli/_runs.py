@@ -1,0 +1,774 @@
+"""The commands on runs, each a thin layer over the sync client (``asyncrun.Client``)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.text import Text
+
+from .. import (
+    AsyncRunError,
+    InvalidTransition,
+    NotFound,
+    RevisionConflict,
+    Run,
+    State,
+    WaitTimeout,
+    _serde,
+)
+from ._app import (
+    DEFAULT_PROJECT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    client_of,
+    interrupted,
+    print_error,
+    project_given,
+    project_option,
+    resolve_project,
+    settings_of,
+)
+from ._output import finite, local_time, number, one_line, state_text, table, write_json
+from ._spec import RunTemplate, assign, parse_assignments, read_template
+from ._waiting import fetch_runs, summary_view, wait_many
+
+ARGV_KEY = "asyncrun.argv"
+STOP_WAIT_SECONDS = 60.0
+"""How long ``run --follow`` waits for a run it stopped on Ctrl-C to end."""
+
+
+def _command_line(project: str, *words: str) -> str:
+    """How to type a follow-up command for a run of ``project``."""
+    where = () if project == DEFAULT_PROJECT else ("-p", project)
+    return " ".join(("asyncrun", *where, *words))
+
+
+def _final_line(run: Run) -> Text:
+    """``run ID: STATE: message``."""
+    line = Text(f"run {run.id}: ")
+    line.append_text(state_text(run.status.state))
+    message = run.status.message
+    if message and message.casefold() != run.status.state.casefold():  # not "STOPPED: stopped"
+        line.append(f": {one_line(message)}")
+    return line
+
+
+def _exit_code(run: Run) -> int:
+    return EXIT_OK if run.status.state is State.COMPLETED else EXIT_FAILED
+
+
+def _stream_logs(run: Run, *, follow: bool, offset: int = 0, timestamps: bool = False) -> None:
+    """Write the run's log lines to stdout, flushing each one while following.
+
+    Raises:
+        KeyboardInterrupt: on Ctrl-C, even when closing the log stream failed because of it.
+    """
+    out = sys.stdout
+    try:
+        for line in run.logs(follow=follow, offset=offset):
+            if timestamps:
+                out.write(line.time.astimezone().isoformat(timespec="milliseconds") + " ")
+            out.write(line.text + "\n")
+            if follow:
+                out.flush()
+    except RuntimeError as exc:
+        if interrupted(exc):
+            raise KeyboardInterrupt from exc
+        raise
+    out.flush()
+
+
+# --- run ------------------------------------------------------------------------------------
+
+
+class ArgvCommand(click.Command):
+    """A command that keeps the words after ``--`` apart: they become ``spec.command``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            cut = args.index("--")
+            ctx.meta[ARGV_KEY] = args[cut + 1 :]
+            args = args[:cut]
+        return super().parse_args(ctx, args)
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return [*super().collect_usage_pieces(ctx), "[-- COMMAND...]"]
+
+
+def _interrupted(ctx: click.Context, run: Run, stop: bool) -> NoReturn:
+    """Ctrl-C while following or waiting: stop the run if asked or confirmed, exit 130."""
+    err = settings_of(ctx).consoles.err
+    if not stop and sys.stdin.isatty():
+        try:
+            stop = click.confirm(f"\nStop run {run.id}?", default=False, err=True)
+        except click.Abort:  # a second Ctrl-C at the question: leave it running
+            stop = False
+    if stop:
+        try:
+            run.stop()
+            err.print(f"stopping run {run.id} ...")
+            run.wait(log_info=False, timeout=STOP_WAIT_SECONDS)
+        except InvalidTransition:
+            run.refresh()  # it ended on its own meanwhile
+        except (AsyncRunError, KeyboardInterrupt):
+            pass  # the stop was asked for; the final line shows how far it got
+        err.print(_final_line(run))
+    else:
+        hint = _command_line(run.project, "stop", run.id)
+        err.print(f"run {run.id} keeps running; stop it with: {hint}")
+    ctx.exit(EXIT_INTERRUPTED)
+
+
+def _merge_labels(*groups: list[str] | tuple[str, ...]) -> list[str]:
+    return list(dict.fromkeys(label for group in groups for label in group))
+
+
+@click.command(
+    "run", cls=ArgvCommand, short_help="Start a run from flags, a YAML file or -- COMMAND."
+)
+@click.argument("kind", required=False)
+@project_option
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=parse_assignments,
+    help="Set a spec field; repeat it. VALUE is read as YAML (0.1, true, null, [a, b]); "
+    "a dotted KEY nests (parameters.lr=0.1).",
+)
+@click.option(
+    "-f",
+    "--file",
+    "file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML run file: kind, spec, name, labels, description, project (or a file written "
+    "by `asyncrun export`: it starts a new run with the same spec). Flags override it.",
+)
+@click.option("--name", metavar="NAME", help="Display name (default: the id).")
+@click.option(
+    "--id", "run_id", metavar="ID", help="The run's id (default: a new UUID); must be new."
+)
+@click.option("--label", "labels", multiple=True, metavar="LABEL", help="A label; repeat it.")
+@click.option("--description", metavar="TEXT", help="Free text.")
+@click.option("--wait", "wait_", is_flag=True, help="Wait for the run to end; exit 0 if COMPLETED.")
+@click.option(
+    "--follow", is_flag=True, help="Stream the run's logs until it ends; exit 0 if COMPLETED."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="With --wait: give up after this long (exit 124; the run goes on).",
+)
+@click.option(
+    "--stop-on-interrupt",
+    is_flag=True,
+    help="On Ctrl-C during --wait or --follow, stop the run without asking.",
+)
+@click.pass_context
+def run_command(
+    ctx: click.Context,
+    kind: str | None,
+    project: str | None,
+    assignments: list[tuple[list[str], Any]],
+    file: Path | None,
+    name: str | None,
+    run_id: str | None,
+    labels: tuple[str, ...],
+    description: str | None,
+    wait_: bool,
+    follow: bool,
+    timeout: float | None,
+    stop_on_interrupt: bool,
+) -> None:
+    """Create a run of KIND and start it; print its id (or its logs with --follow).
+
+    The spec comes from --set flags, from a YAML file (-f), and for command+job from the
+    words after `--`, which become spec.command. On Ctrl-C during --wait or --follow the run
+    is stopped if you confirm (or pass --stop-on-interrupt), and the exit code is 130.
+
+    \b
+    Kinds:
+      python+job   spec: handler "module:function", parameters, env, cwd
+      command+job  spec: command [argv...], env, cwd
+    \b
+    Examples:
+      asyncrun run command+job --follow -- echo hello
+      asyncrun run python+job --set handler=train:main --set cwd=$PWD \\
+          --set parameters.lr=0.1 --set parameters.epochs=10 --label nightly --wait
+      asyncrun run -f run.yaml --set parameters.lr=0.2
+      ID=$(asyncrun run command+job -- sleep 60)
+    """
+    settings = settings_of(ctx)
+    template = read_template(file) if file is not None else RunTemplate()
+    if kind is not None and template.kind is not None and kind != template.kind:
+        raise click.UsageError(f"KIND {kind!r} differs from the kind in {file}: {template.kind!r}")
+    kind = kind or template.kind
+    if kind is None:
+        raise click.UsageError("give the run's KIND (python+job, command+job) or a run file (-f)")
+    if timeout is not None and (follow or not wait_):
+        raise click.UsageError("--timeout goes with --wait (without --follow)")
+    spec = template.spec
+    for path, value in assignments:
+        assign(spec, path, value)
+    argv: list[str] | None = ctx.meta.get(ARGV_KEY)
+    if argv is not None:
+        if not argv:
+            raise click.UsageError("nothing after '--': give the command, as in -- echo hi")
+        spec["command"] = argv
+    if project_given(ctx, project):
+        target = resolve_project(ctx, project)
+    else:
+        target = template.project or settings.project
+    client = client_of(ctx)
+    run = client.new_run(
+        target,
+        kind,
+        spec=spec,
+        name=name or template.name,
+        id=run_id,
+        labels=_merge_labels(template.labels, labels),
+        description=description if description is not None else template.description,
+        user=template.user,
+    )
+    run.run()
+    err = settings.consoles.err
+    if not (wait_ or follow):
+        click.echo(run.id)
+        if err.is_terminal:
+            hint = _command_line(run.project, "logs", "-f", run.id)
+            err.print(f"started {kind} run {run.id}; follow it with: {hint}", style="dim")
+        return
+    try:
+        if follow:
+            err.print(f"run {run.id} started ({kind}, project {run.project})", style="dim")
+            _stream_logs(run, follow=True)
+            run.wait(log_info=False)
+        else:
+            click.echo(run.id)
+            run.wait(log_info=False, timeout=timeout)
+    except KeyboardInterrupt:
+        _interrupted(ctx, run, stop_on_interrupt)
+    except WaitTimeout:
+        print_error(f"run {run.id} did not finish within {timeout:g} s (it goes on)")
+        ctx.exit(EXIT_TIMEOUT)
+    err.print(_final_line(run))
+    ctx.exit(_exit_code(run))
+
+
+# --- ls, get, logs --------------------------------------------------------------------------
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_when(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """Click callback: an ISO 8601 time (local if it has no offset) or a duration ago (``2h``)."""
+    if value is None:
+        return None
+    text = value.strip()
+    match = _DURATION.fullmatch(text)
+    if match:
+        return datetime.now(UTC) - timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither an ISO 8601 time nor a duration such as 30m, 2h or 7d"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.astimezone()
+
+
+def _take(runs: Iterator[Run], limit: int) -> list[Run]:
+    """The first ``limit`` runs, and one more to tell whether there were more (0: all)."""
+    taken: list[Run] = []
+    for run in runs:
+        taken.append(run)
+        if limit and len(taken) > limit:
+            break
+    return taken
+
+
+@click.command("ls", short_help="List runs: a table, filters, --json.")
+@project_option
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice([state.value for state in State], case_sensitive=False),
+    help="Runs in this state; repeat for any of several.",
+)
+@click.option("--kind", metavar="KIND", help="Runs of this kind.")
+@click.option("--name", metavar="NAME", help="Runs with this name.")
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="LABEL",
+    help="Runs with this label (repeat: with all of them).",
+)
+@click.option(
+    "--since",
+    metavar="TIME",
+    callback=parse_when,
+    help="Created at or after TIME (ISO 8601, or ago: 30m, 2h, 7d).",
+)
+@click.option("--before", metavar="TIME", callback=parse_when, help="Created before TIME.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Newest runs shown; 0 shows all.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as a JSON array of records.")
+@click.pass_context
+def ls_command(
+    ctx: click.Context,
+    project: str | None,
+    states: tuple[str, ...],
+    kind: str | None,
+    name: str | None,
+    labels: tuple[str, ...],
+    since: datetime | None,
+    before: datetime | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List the project's runs, newest first.
+
+    \b
+    Examples:
+      asyncrun ls
+      asyncrun ls --state RUNNING --state READY --label nightly
+      asyncrun ls --since 2h --json | jq -r '.[].id'
+    """
+    target = resolve_project(ctx, project)
+    client = client_of(ctx)
+    page = min(limit + 1, 1000) if limit else 1000
+    runs = _take(
+        client.list_runs(
+            target,
+            state=states or None,
+            kind=kind,
+            name=name,
+            label=labels or None,
+            created_after=since,
+            created_before=before,
+            page_size=page,
+        ),
+        limit,
+    )
+    more = bool(limit) and len(runs) > limit
+    runs = runs[:limit] if limit else runs
+    consoles = settings_of(ctx).consoles
+    if as_json:
+        write_json([_serde.to_dict(run.record) for run in runs])
+    elif runs:
+        rows = table("ID", "KIND", "STATE", "CREATED", "NAME", "LABELS")
+        for run in runs:
+            rows.add_row(
+                run.id,
+                run.kind,
+                state_text(run.status.state),
+                local_time(run.metadata.created),
+                "" if run.name in (None, run.id) else run.name,
+                ",".join(run.metadata.labels),
+            )
+        consoles.out.print(rows)
+    else:
+        consoles.err.print(f"no runs match in project {target!r}", style="dim")
+    if more:
+        consoles.err.print(
+            f"showing the newest {limit} runs; more match (--limit 0 shows all)", style="dim"
+        )
+
+
+@click.command("get", short_help="Print a run as YAML (or --json).")
+@click.argument("run_id", metavar="ID")
+@project_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
+@click.pass_context
+def get_command(ctx: click.Context, run_id: str, project: str | None, as_json: bool) -> None:
+    """Print a run's record as YAML (the format of `asyncrun export`).
+
+    \b
+    Examples:
+      asyncrun get 3f2a9c0e5b7d4e1f8a6b2c9d0e1f2a3b
+      asyncrun -p demo get ID --json | jq .status.state
+    """
+    run = client_of(ctx).get_run(resolve_project(ctx, project), run_id)
+    if as_json:
+        write_json(_serde.to_dict(run.record))
+        return
+    text = _serde.to_yaml(run.record)
+    out = settings_of(ctx).consoles.out
+    if out.is_terminal and not out.no_color:
+        from rich.syntax import Syntax  # loads pygments: only for a terminal
+
+        out.print(Syntax(text, "yaml", background_color="default", word_wrap=True))
+    else:
+        sys.stdout.write(text)
+
+
+@click.command("logs", short_help="Print a run's logs; -f follows them.")
+@click.argument("run_id", metavar="ID")
+@project_option
+@click.option(
+    "-f", "--follow", is_flag=True, help="Keep streaming new lines until the run has ended."
+)
+@click.option(
+    "--offset", type=click.IntRange(min=0), default=0, help="First line to print (from 0)."
+)
+@click.option("-t", "--timestamps", is_flag=True, help="Prefix each line with its time.")
+@click.pass_context
+def logs_command(
+    ctx: click.Context,
+    run_id: str,
+    project: str | None,
+    follow: bool,
+    offset: int,
+    timestamps: bool,
+) -> None:
+    """Print a run's log lines (stdout and stderr of its job, in order).
+
+    \b
+    Examples:
+      asyncrun logs ID
+      asyncrun logs -f ID          # until the run ends; Ctrl-C leaves the run running
+      asyncrun logs ID -t --offset 100 | less
+    """
+    run = client_of(ctx).get_run(resolve_project(ctx, project), run_id)
+    try:
+        _stream_logs(run, follow=follow, offset=offset, timestamps=timestamps)
+    except KeyboardInterrupt:
+        ctx.exit(EXIT_INTERRUPTED)
+
+
+# --- wait, stop, resume ---------------------------------------------------------------------
+
+
+@click.command("wait", short_help="Wait for runs to end, counting them per state.")
+@click.argument("run_ids", metavar="ID...", nargs=-1, required=True)
+@project_option
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Give up after this long (exit 124); the runs go on.",
+)
+@click.pass_context
+def wait_command(
+    ctx: click.Context, run_ids: tuple[str, ...], project: str | None, timeout: float | None
+) -> None:
+    """Wait until the runs have ended; exit 0 if all COMPLETED, 1 if not, 124 on timeout.
+
+    With several runs, a terminal shows a live count of runs per state, and a table of the
+    final counts per state is printed at the end, followed by the runs that did not complete.
+
+    \b
+    Examples:
+      asyncrun wait ID
+      asyncrun wait ID1 ID2 ID3 --timeout 600
+      asyncrun wait $(asyncrun ls --state RUNNING --json | jq -r '.[].id')
+    """
+    target = resolve_project(ctx, project)
+    client = client_of(ctx)
+    consoles = settings_of(ctx).consoles
+    ids = list(dict.fromkeys(run_ids))
+    if len(ids) == 1:
+        run = client.get_run(target, ids[0])
+        try:
+            run.wait(log_info=False, timeout=timeout)
+        except KeyboardInterrupt:
+            ctx.exit(EXIT_INTERRUPTED)
+        except WaitTimeout:
+            print_error(
+                f"run {run.id} did not finish within {timeout:g} s "
+                f"(last seen {run.status.state}; it goes on)"
+            )
+            ctx.exit(EXIT_TIMEOUT)
+        consoles.out.print(_final_line(run))
+        ctx.exit(_exit_code(run))
+    runs = fetch_runs(client, target, ids)
+    missing = [run_id for run_id in ids if run_id not in runs]
+    if missing:
+        shown = ", ".join(repr(i) for i in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise click.ClickException(f"no run {shown}{more} in project {target!r}")
+    live = consoles.err if consoles.err.is_terminal else None
+    try:
+        outcome = wait_many(client, target, runs, timeout, live)
+    except KeyboardInterrupt:
+        ctx.exit(EXIT_INTERRUPTED)
+    consoles.out.print(summary_view(outcome))
+    if outcome.timed_out:
+        print_error(
+            f"{len(outcome.timed_out)} of {len(ids)} runs did not finish within {timeout:g} s "
+            "(they go on)"
+        )
+        ctx.exit(EXIT_TIMEOUT)
+    ctx.exit(EXIT_OK if outcome.all_completed else EXIT_FAILED)
+
+
+def _act(
+    ctx: click.Context,
+    project: str | None,
+    run_ids: tuple[str, ...],
+    action: str,
+    *,
+    wait: bool = False,
+) -> None:
+    """Apply ``stop`` or ``resume`` to each run, report each, exit 1 if any failed.
+
+    With ``wait``, wait for each run to end before reporting it.
+    """
+    target = resolve_project(ctx, project)
+    client = client_of(ctx)
+    out = settings_of(ctx).consoles.out
+    done: list[Run] = []
+    failed = False
+    for run_id in dict.fromkeys(run_ids):
+        try:
+            run = client.get_run(target, run_id)
+            getattr(run, action)()
+        except AsyncRunError as exc:
+            print_error(str(exc))
+            failed = True
+            continue
+        done.append(run)
+        if not wait:
+            out.print(_final_line(run))
+    try:
+        for run in done if wait else ():
+            out.print(_final_line(run.wait(log_info=False)))
+    except KeyboardInterrupt:
+        ctx.exit(EXIT_INTERRUPTED)
+    if failed:
+        ctx.exit(EXIT_FAILED)
+
+
+@click.command("stop", short_help="Stop runs.")
+@click.argument("run_ids", metavar="ID...", nargs=-1, required=True)
+@project_option
+@click.option("--wait", "wait_", is_flag=True, help="Wait until the runs have ended (STOPPED).")
+@click.pass_context
+def stop_command(
+    ctx: click.Context, run_ids: tuple[str, ...], project: str | None, wait_: bool
+) -> None:
+    """Stop runs: SIGTERM to the job, SIGKILL after the server's grace period; STOPPED.
+
+    Prints each run's state (STOP until the job has ended; STOPPED with --wait).
+
+    \b
+    Examples:
+      asyncrun stop ID
+      asyncrun stop --wait ID1 ID2
+    """
+    _act(ctx, project, run_ids, "stop", wait=wait_)
+
+
+@click.command("resume", short_help="Start stopped runs again.")
+@click.argument("run_ids", metavar="ID...", nargs=-1, required=True)
+@project_option
+@click.pass_context
+def resume_command(ctx: click.Context, run_ids: tuple[str, ...], project: str | None) -> None:
+    """Start STOPPED runs again (new executions; their logs follow the old lines).
+
+    \b
+    Examples:
+      asyncrun resume ID
+      asyncrun resume ID && asyncrun logs -f ID
+    """
+    _act(ctx, project, run_ids, "resume")
+
+
+# --- export, apply --------------------------------------------------------------------------
+
+
+@click.command("export", short_help="Write runs to YAML files.")
+@click.argument("run_ids", metavar="ID...", nargs=-1, required=True)
+@project_option
+@click.option(
+    "-o",
+    "--output",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write to, created if needed. Default: ASYNCRUN_CONTEXT or the working "
+    "directory.",
+)
+@click.pass_context
+def export_command(
+    ctx: click.Context, run_ids: tuple[str, ...], project: str | None, directory: Path | None
+) -> None:
+    """Write runs as YAML files (runs-<ID>.yaml) and print their paths.
+
+    \b
+    Examples:
+      asyncrun export ID
+      asyncrun export ID1 ID2 -o backup/
+    """
+    target = resolve_project(ctx, project)
+    client = client_of(ctx, context=directory)
+    for run_id in dict.fromkeys(run_ids):
+        click.echo(client.get_run(target, run_id).export())
+
+
+@click.command("apply", short_help="Create or update runs from exported files.")
+@click.option(
+    "-f",
+    "--file",
+    "files",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A run file written by `asyncrun export`; repeat for several.",
+)
+@project_option
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Overwrite the stored run even if it changed since the file was exported.",
+)
+@click.pass_context
+def apply_command(
+    ctx: click.Context, files: tuple[Path, ...], project: str | None, force: bool
+) -> None:
+    """Create a run from an exported file, or update the run with the file's id.
+
+    The run's id and project come from the file. A created run starts CREATED; an update
+    changes what is yours in a record (name, metadata, spec, user), never its state. An update
+    refuses to overwrite a run that changed since the file was exported (its revision moved
+    on), unless --force.
+
+    \b
+    Examples:
+      asyncrun export ID && $EDITOR runs-ID.yaml && asyncrun apply -f runs-ID.yaml
+      asyncrun --endpoint http://server:8765 apply -f backup/runs-*.yaml
+    """
+    client = client_of(ctx)
+    out = settings_of(ctx).consoles.out
+    for path in files:
+        run = client.load_run(path)
+        if project_given(ctx, project) and resolve_project(ctx, project) != run.project:
+            raise click.UsageError(
+                f"{path} holds a run of project {run.project!r}, "
+                f"not {resolve_project(ctx, project)!r}"
+            )
+        try:
+            current = client.get_run(run.project, run.id)
+        except NotFound:
+            run.save()
+            out.print(f"created run {run.id} in project {run.project}")
+            continue
+        if force:
+            run.metadata.revision = current.metadata.revision
+        try:
+            run.save(update=True)
+        except RevisionConflict:
+            raise click.ClickException(
+                f"run {run.id} changed since {path} was exported (revision "
+                f"{run.metadata.revision}, now {current.metadata.revision}): export it again "
+                "and re-apply your change, or pass --force to overwrite it"
+            ) from None
+        out.print(
+            f"updated run {run.id} in project {run.project} (revision {run.metadata.revision})"
+        )
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+
+@click.command("metrics", short_help="Show a run's metrics; --plot KEY draws one.")
+@click.argument("run_id", metavar="ID")
+@project_option
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.option("--plot", "plot_key", metavar="KEY", help="Draw metric KEY's values as a chart.")
+@click.option(
+    "--width",
+    type=click.IntRange(min=20),
+    help="Chart width in columns. Default: the terminal's (at most 120), else 80.",
+)
+@click.option(
+    "--height", type=click.IntRange(min=5), default=15, show_default=True, help="Chart rows."
+)
+@click.pass_context
+def metrics_command(
+    ctx: click.Context,
+    run_id: str,
+    project: str | None,
+    as_json: bool,
+    plot_key: str | None,
+    width: int | None,
+    height: int,
+) -> None:
+    """Show a run's metrics: count, last, min and max of each (or draw one with --plot).
+
+    \b
+    Examples:
+      asyncrun metrics ID
+      asyncrun metrics ID --plot loss
+      asyncrun metrics ID --json | jq .loss
+    """
+    run = client_of(ctx).get_run(resolve_project(ctx, project), run_id)
+    consoles = settings_of(ctx).consoles
+    metrics = run.metrics
+    if as_json:
+        write_json(_serde.to_dict(run.record)["status"]["metrics"])
+    elif plot_key is not None:
+        _plot(ctx, run, plot_key, width, height)
+    elif not metrics:
+        consoles.err.print(f"run {run.id} has no metrics", style="dim")
+    else:
+        rows = table("METRIC", "VALUES", "LAST", "MIN", "MAX")
+        for column in rows.columns[1:]:
+            column.justify = "right"
+        for key in sorted(metrics):
+            value = metrics[key]
+            if isinstance(value, list):
+                count, last, usable = str(len(value)), value[-1] if value else None, finite(value)
+            else:
+                count, last, usable = "single", value, finite([value])
+            rows.add_row(
+                key,
+                count,
+                "-" if last is None else number(last),
+                number(min(usable)) if usable else "-",
+                number(max(usable)) if usable else "-",
+            )
+        consoles.out.print(rows)
+
+
+def _plot(ctx: click.Context, run: Run, key: str, width: int | None, height: int) -> None:
+    from ._chart import render_chart
+
+    metrics = run.metrics
+    if key not in metrics:
+        known = ", ".join(sorted(metrics)) or "none"
+        raise click.ClickException(f"run {run.id} has no metric {key!r} (it has: {known})")
+    values = metrics[key]
+    if not isinstance(values, list):
+        raise click.ClickException(
+            f"metric {key!r} of run {run.id} is a single value ({number(values)}): nothing to plot"
+        )
+    if not finite(values):
+        raise click.ClickException(f"metric {key!r} of run {run.id} has no finite value to plot")
+    out = settings_of(ctx).consoles.out
+    if width is None:
+        width = min(out.width, 120) if out.is_terminal else 80
+    color = out.is_terminal and not out.no_color
+    title = Text(key, style="bold")
+    title.append(f"  {len(values)} values", style="dim")
+    out.print(title)
+    sys.stdout.write(render_chart(values, width=width, height=height, color=color) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,491 @@
+"""The ``asyncrun`` command, driven as a user drives it: ``python -m asyncrun`` in a subprocess,
+against a real ``asyncrun server`` on a free loopback port and against the embedded default.
+
+Output is captured through pipes (no TTY), so it must be plain: no colour, no live display.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import JOBS_DIR, ServerProcess, free_port
+from ruamel.yaml import YAML
+
+import asyncrun
+
+ESCAPE = "\x1b["
+COLOUR = re.compile(r"\x1b\[(?:3[0-9]|9[0-7]|38;)")
+"""A foreground colour escape (bold and the like are not colour)."""
+
+
+def plain_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without asyncrun's or the terminal's settings."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("ASYNCRUN_")
+        and name not in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+        and name not in ("COLUMNS", "LINES")
+    }
+    return {**env, **extra}
+
+
+@dataclass
+class Cli:
+    """The real command, with a backend's environment and a project of its own."""
+
+    backend: str
+    env: dict[str, str]
+    project: str = field(default_factory=lambda: f"cli-{os.urandom(6).hex()}")
+
+    def __call__(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "asyncrun", "-p", self.project, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**self.env, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    def ok(self, *args: str, env: dict[str, str] | None = None) -> str:
+        """Run a command that must succeed; its stdout."""
+        done = self(*args, env=env)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        assert ESCAPE not in done.stdout + done.stderr
+        return done.stdout
+
+    def popen(self, *args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "asyncrun", "-p", self.project, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.env,
+        )
+
+    def client(self) -> asyncrun.Client:
+        """A client of the Python API on the same backend."""
+        if "ASYNCRUN_ENDPOINT" in self.env:
+            return asyncrun.Client(self.env["ASYNCRUN_ENDPOINT"])
+        return asyncrun.Client(home=self.env["ASYNCRUN_HOME"])
+
+    def record(self, run_id: str) -> dict[str, Any]:
+        return dict(json.loads(self.ok("get", run_id, "--json")))
+
+
+def backend_env(request: pytest.FixtureRequest, name: str) -> dict[str, str]:
+    if name == "embedded":  # the default: no endpoint, a database under ASYNCRUN_HOME
+        return plain_env(ASYNCRUN_HOME=str(request.getfixturevalue("embedded_home")))
+    server: ServerProcess = request.getfixturevalue("server")
+    return plain_env(ASYNCRUN_ENDPOINT=server.url)
+
+
+@pytest.fixture(params=["embedded", "http"])
+def cli(request: pytest.FixtureRequest) -> Cli:
+    return Cli(request.param, backend_env(request, request.param))
+
+
+@pytest.fixture
+def embedded_cli(request: pytest.FixtureRequest) -> Cli:
+    """The command on the embedded default only: for what does not depend on the backend."""
+    return Cli("embedded", backend_env(request, "embedded"))
+
+
+@pytest.fixture(scope="module", params=["embedded", "http"])
+def trained(request: pytest.FixtureRequest) -> tuple[Cli, str]:
+    """A python+job run started from the command line, COMPLETED, with metrics."""
+    cli = Cli(request.param, backend_env(request, request.param))
+    done = cli(
+        "run", "python+job",
+        "--set", "handler=_cli_jobs:train",
+        "--set", f"cwd={JOBS_DIR}",
+        "--set", "parameters.epochs=6",
+        "--set", "parameters.lr=0.5",
+        "--name", "trainer", "--label", "cli", "--label", "nightly",
+        "--wait",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{32}", run_id), done.stdout
+    assert done.stderr.strip() == f"run {run_id}: COMPLETED"
+    return cli, run_id
+
+
+def yaml_load(text: str) -> Any:
+    return YAML(typ="safe", pure=True).load(text)
+
+
+def test_follow_streams_the_logs_and_exits_with_the_outcome(cli: Cli) -> None:
+    done = cli("run", "command+job", "--follow", "--", "sh", "-c", "echo out; echo err >&2")
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == ["err", "out"]
+    assert done.stderr.splitlines()[-1].endswith(": COMPLETED")
+
+    done = cli("run", "command+job", "--follow", "--", "sh", "-c", "echo before; exit 3")
+    assert done.returncode == 1
+    assert done.stdout == "before\n"
+    assert done.stderr.splitlines()[-1].endswith(": ERROR: the process exited with code 3")
+    assert ESCAPE not in done.stdout + done.stderr
+
+
+def test_a_python_job_from_set_flags(trained: tuple[Cli, str]) -> None:
+    cli, run_id = trained
+    record = yaml_load(cli.ok("get", run_id))
+    assert record["status"]["state"] == "COMPLETED"
+    assert record["name"] == "trainer"
+    assert record["metadata"]["labels"] == ["cli", "nightly"]
+    parameters = record["spec"]["parameters"]
+    assert parameters == {"epochs": 6, "lr": 0.5}  # --set values are YAML: int and float
+    assert type(parameters["epochs"]) is int
+    assert record["status"]["results"]["epochs"] == 6
+    assert cli.record(run_id)["status"]["state"] == "COMPLETED"
+
+    lines = cli.ok("logs", run_id).splitlines()
+    assert lines[0] == "epoch 0 loss 0.5000"
+    assert len(lines) == 6
+    stamped = cli.ok("logs", run_id, "-t", "--offset", "5").splitlines()
+    assert len(stamped) == 1
+    assert stamped[0].endswith(" epoch 5 loss 0.0156")
+
+
+def test_ls_filters_and_json(trained: tuple[Cli, str]) -> None:
+    cli, run_id = trained
+    out = cli.ok("ls").splitlines()
+    assert out[0].split() == ["ID", "KIND", "STATE", "CREATED", "NAME", "LABELS"]
+    row = next(line for line in out if line.startswith(run_id))
+    assert row.split()[1:3] == ["python+job", "COMPLETED"]
+    assert row.split()[-2:] == ["trainer", "cli,nightly"]
+
+    listed = json.loads(cli.ok("ls", "--json", "--label", "cli", "--state", "completed"))
+    assert [r["id"] for r in listed] == [run_id]
+    assert json.loads(cli.ok("ls", "--json", "--state", "ERROR")) == []
+    assert json.loads(cli.ok("ls", "--json", "--since", "1h", "--kind", "python+job"))
+    assert json.loads(cli.ok("ls", "--json", "--before", "2000-01-01T00:00:00")) == []
+    empty = cli("ls", "--kind", "command+job")
+    assert empty.returncode == 0
+    assert empty.stdout == ""
+    assert "no runs match" in empty.stderr
+
+
+def test_metrics_table_json_and_plot(trained: tuple[Cli, str]) -> None:
+    cli, run_id = trained
+    rows = {line.split()[0]: line.split()[1:] for line in cli.ok("metrics", run_id).splitlines()}
+    assert rows["METRIC"] == ["VALUES", "LAST", "MIN", "MAX"]
+    assert rows["loss"] == ["6", "0.015625", "0.015625", "0.5"]
+    assert rows["accuracy"] == ["single", "0.9", "0.9", "0.9"]
+    assert rows["gappy"] == ["4", "4", "1", "4"]  # NaN left out of min and max
+
+    metrics = json.loads(cli.ok("metrics", run_id, "--json"))
+    assert metrics["loss"][0] == 0.5
+    assert len(metrics["loss"]) == 6
+    assert metrics["gappy"][1] == "NaN"
+
+    chart = cli.ok("metrics", run_id, "--plot", "loss", "--height", "12").splitlines()
+    assert chart[0] == "loss  6 values"
+    assert len(chart) == 13
+    assert all(len(line) <= 80 for line in chart)
+    assert chart[1].lstrip().startswith("┌")
+    assert chart[-2].lstrip().startswith("└")
+    assert chart[2].startswith("0.50┤")  # the first value is the top of the y axis
+    assert chart[-1].split() == ["1", "2", "3", "4", "5", "6"]  # one tick per step
+    narrow = cli.ok("metrics", run_id, "--plot", "gappy", "--width", "40").splitlines()
+    assert max(len(line) for line in narrow) <= 40
+
+    single = cli("metrics", run_id, "--plot", "accuracy")
+    assert single.returncode == 1
+    assert single.stderr == (
+        f"error: metric 'accuracy' of run {run_id} is a single value (0.9): nothing to plot\n"
+    )
+    missing = cli("metrics", run_id, "--plot", "nope")
+    assert missing.returncode == 1
+    assert "it has: accuracy, gappy, loss" in missing.stderr
+
+
+def test_run_files_set_flags_and_the_words_after_dashdash(
+    embedded_cli: Cli, tmp_path: Path
+) -> None:
+    cli = embedded_cli
+    spec_file = tmp_path / "run.yaml"
+    spec_file.write_text(
+        "kind: command+job\nname: greeter\nlabels: [from-file]\n"
+        "spec:\n  command: [echo, from the file]\n  env: {GREETING: hi}\n"
+    )
+    run_id = cli.ok("run", "-f", str(spec_file), "--wait").strip()
+    assert cli.ok("logs", run_id) == "from the file\n"
+    record = cli.record(run_id)
+    assert record["name"] == "greeter"
+    assert record["metadata"]["labels"] == ["from-file"]
+
+    run_id = cli.ok("run", "-f", str(spec_file), "--set", "command=[echo, set]", "--wait").strip()
+    assert cli.ok("logs", run_id) == "set\n"
+    assert cli.record(run_id)["spec"]["env"] == {"GREETING": "hi"}
+
+    out = cli.ok("run", "command+job", "-f", str(spec_file), "--follow", "--", "echo", "-n", "x")
+    assert out == "x\n"
+
+    # An exported run is a template too: a new run with the same spec.
+    exported = cli.ok("export", run_id, "-o", str(tmp_path / "out")).strip()
+    again = cli.ok("run", "-f", exported, "--wait").strip()
+    assert again != run_id
+    assert cli.ok("logs", again) == "set\n"
+
+    mismatch = cli("run", "python+job", "-f", str(spec_file))
+    assert mismatch.returncode == 2
+    assert "differs from the kind" in mismatch.stderr
+
+
+def test_export_then_apply_creates_or_updates(cli: Cli, tmp_path: Path) -> None:
+    run_id = cli.ok("run", "command+job", "--wait", "--", "true").splitlines()[0]
+    path = Path(cli.ok("export", run_id, "-o", str(tmp_path / "exported")).strip())
+    assert path == tmp_path / "exported" / f"runs-{run_id}.yaml"
+    record = yaml_load(path.read_text())
+    assert record["id"] == run_id
+    assert record["status"]["state"] == "COMPLETED"
+
+    path.write_text(path.read_text().replace("- 'true'", "- 'false'").replace("- true", "- false"))
+    out = cli.ok("apply", "-f", str(path))
+    assert out.startswith(f"updated run {run_id} in project {cli.project} (revision ")
+    stored = cli.record(run_id)
+    assert stored["spec"]["command"] == ["false"]
+    assert stored["status"]["state"] == "COMPLETED"  # an update never changes the state
+
+    stale = cli("apply", "-f", str(path))  # the file's revision is behind the stored one now
+    assert stale.returncode == 1
+    assert "changed since" in stale.stderr
+    assert "--force" in stale.stderr
+    assert len(stale.stderr.splitlines()) == 1
+    assert cli.ok("apply", "-f", str(path), "--force").startswith("updated run")
+
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(path.read_text().replace(run_id, "copied-run"))
+    assert cli.ok("apply", "-f", str(copy)) == f"created run copied-run in project {cli.project}\n"
+    assert cli.record("copied-run")["status"]["state"] == "CREATED"
+
+    elsewhere = cli("-p", "another-project", "apply", "-f", str(copy))
+    assert elsewhere.returncode == 2
+    assert f"holds a run of project '{cli.project}'" in elsewhere.stderr
+
+
+def test_stop_resume_and_a_wait_that_times_out(cli: Cli) -> None:
+    run_id = cli.ok("run", "command+job", "--", "sleep", "30").strip()
+    started = time.monotonic()
+    late = cli("wait", run_id, "--timeout", "0.5")
+    assert late.returncode == 124
+    assert late.stderr.startswith(f"error: run {run_id} did not finish within 0.5 s")
+    assert time.monotonic() - started < 15
+
+    assert cli.ok("stop", "--wait", run_id) == f"run {run_id}: STOPPED\n"
+    again = cli("stop", run_id)
+    assert again.returncode == 1
+    assert again.stderr.startswith("error: cannot stop a run in state STOPPED")
+    resumed = cli.ok("resume", run_id)
+    assert resumed.startswith(f"run {run_id}: ")
+    assert "STOPPED" not in resumed
+    assert cli.ok("stop", run_id, "--wait") == f"run {run_id}: STOPPED\n"
+    waited = cli("wait", run_id)
+    assert waited.returncode == 1
+    assert waited.stdout == f"run {run_id}: STOPPED\n"
+
+
+def read_until(proc: subprocess.Popen[bytes], marker: bytes, timeout: float = 30) -> bytes:
+    assert proc.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while marker not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, seen
+        if select.select([proc.stdout], [], [], left)[0]:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            assert chunk, seen
+            seen += chunk
+    return seen
+
+
+@pytest.mark.parametrize("stop", [True, False], ids=["stop-on-interrupt", "no-terminal"])
+def test_ctrl_c_while_following(cli: Cli, stop: bool) -> None:
+    flag = ("--stop-on-interrupt",) if stop else ()
+    command = ("sh", "-c", "echo started; sleep 30")
+    proc = cli.popen("run", "command+job", "--follow", *flag, "--", *command)
+    try:
+        read_until(proc, b"started\n")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130, err
+    run_id = err.decode().split()[1]
+    if stop:
+        assert err.decode().splitlines()[-1] == f"run {run_id}: STOPPED"
+        assert cli.record(run_id)["status"]["state"] == "STOPPED"
+    else:  # no terminal to ask on, no flag: the run goes on
+        assert f"run {run_id} keeps running; stop it with: asyncrun -p {cli.project} stop" in (
+            err.decode()
+        )
+        assert cli.record(run_id)["status"]["state"] == "RUNNING"
+        cli.ok("stop", "--wait", run_id)
+
+
+@pytest.fixture
+def many_runs(cli: Cli) -> tuple[Cli, list[str], list[str]]:
+    """40 runs started through the Python API: 37 that complete, 3 that fail."""
+    with cli.client() as client:
+        good = [
+            client.new_run(cli.project, "command+job", spec={"command": ["true"]}).run().id
+            for _ in range(37)
+        ]
+        bad = [
+            client.new_run(cli.project, "command+job", spec={"command": ["false"]}).run().id
+            for _ in range(3)
+        ]
+    return cli, good, bad
+
+
+def test_wait_for_many_prints_the_counts_per_state(
+    many_runs: tuple[Cli, list[str], list[str]],
+) -> None:
+    cli, good, bad = many_runs
+    done = cli("wait", *good, *bad, "--timeout", "60")
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["STATE", "RUNS"]
+    assert [line.split() for line in lines[2:4]] == [["COMPLETED", "37"], ["ERROR", "3"]]
+    assert lines[5].split() == ["total", "40"]
+    assert lines[6] == ""
+    assert lines[7].split() == ["ID", "STATE", "MESSAGE"]
+    failures = {line.split()[0]: line.split()[1:] for line in lines[9:]}
+    assert {run_id: row[0] for run_id, row in failures.items()} == dict.fromkeys(bad, "ERROR")
+    assert all(" ".join(row[1:]) == "the process exited with code 1" for row in failures.values())
+    assert done.stderr == ""
+
+    assert cli.ok("wait", *good) == (
+        "STATE       RUNS\n────────────────\nCOMPLETED     37\n────────────────\ntotal         37\n"
+    )
+
+
+def test_the_live_display_when_stderr_is_a_terminal(cli: Cli) -> None:
+    with cli.client() as client:
+        ids = [
+            client.new_run(cli.project, "command+job", spec={"command": ["sleep", "1.5"]}).run().id
+            for _ in range(5)
+        ]
+    # FORCE_COLOR makes rich treat the pipes as a terminal: live display and colours on.
+    done = cli("wait", *ids, env={"FORCE_COLOR": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "waiting for 5 runs" in done.stderr
+    assert "finished" in done.stderr
+    assert COLOUR.search(done.stdout)  # COMPLETED in green
+    assert re.sub(r"\x1b\[[0-9;]*m", "", done.stdout).splitlines()[2].split() == ["COMPLETED", "5"]
+
+
+def test_errors_are_one_line_with_an_exit_code(cli: Cli) -> None:
+    missing = cli("get", "no-such-run")
+    assert missing.returncode == 1
+    assert missing.stderr == f"error: no run 'no-such-run' in project '{cli.project}'\n"
+    assert missing.stdout == ""
+
+    debug = cli("--debug", "get", "no-such-run")
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert debug.stderr.splitlines()[-1] == missing.stderr.strip()
+
+    invalid = cli("run", "command+job", "--set", "command=echo")
+    assert invalid.returncode == 1
+    assert invalid.stderr.startswith("error: invalid spec for command+job: spec.command must be")
+    assert len(invalid.stderr.splitlines()) == 1
+
+
+def test_usage_errors_exit_2_with_one_line(embedded_cli: Cli) -> None:
+    for args in (
+        ("run",),
+        ("run", "command+job", "--set", "no-equals-sign"),
+        ("run", "command+job", "--timeout", "3", "--", "true"),
+        ("ls", "--state", "BOGUS"),
+        ("ls", "--since", "yesterday"),
+        ("wait",),
+        ("frobnicate",),
+    ):
+        usage = embedded_cli(*args)
+        assert usage.returncode == 2, args
+        assert usage.stderr.startswith("error: "), (args, usage.stderr)
+        assert len(usage.stderr.splitlines()) == 1, (args, usage.stderr)
+        assert "--help" in usage.stderr
+
+
+def test_an_unreachable_server_is_one_line() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncrun", "--endpoint", url, "--request-timeout", "1", "ls"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=plain_env(),
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"error: cannot reach the asyncrun server at {url}")
+    assert len(done.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("trained", ["embedded"], indirect=True)  # the same on every backend
+def test_colour_only_on_a_terminal_and_never_with_no_color(trained: tuple[Cli, str]) -> None:
+    cli, run_id = trained
+    assert ESCAPE not in cli.ok("ls") + cli.ok("get", run_id) + cli.ok("metrics", run_id)
+    forced = cli("ls", env={"FORCE_COLOR": "1"})
+    assert COLOUR.search(forced.stdout)
+    for args in (("ls",), ("get", run_id), ("metrics", run_id, "--plot", "loss")):
+        no_color = cli(*args, env={"FORCE_COLOR": "1", "NO_COLOR": "1"})
+        assert no_color.returncode == 0
+        assert not COLOUR.search(no_color.stdout + no_color.stderr), args
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess(tmp_path_factory.mktemp("cli-auth") / "runs.sqlite3", auth=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_tokens_from_the_option_the_environment_or_a_file(
+    secured: ServerProcess, tmp_path: Path
+) -> None:
+    made = subprocess.run(
+        [sys.executable, "-m", "asyncrun", "server", "token", "create", "--db", str(secured.db),
+         "--project", "tokened", "--role", "write"],
+        capture_output=True, text=True, timeout=60, env=plain_env(), check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.splitlines()[-1]
+    cli = Cli("http", plain_env(ASYNCRUN_ENDPOINT=secured.url), project="tokened")
+
+    refused = cli("ls")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: ")
+    assert len(refused.stderr.splitlines()) == 1
+    wrong = cli("--token", "art_0123456789abcdef_wrongwrongwrong", "ls")
+    assert wrong.returncode == 1
+    assert "wrongwrong" not in wrong.stdout + wrong.stderr
+
+    cli.ok("--token", token, "ls")
+    run_id = cli.ok("run", "command+job", "--wait", "--", "true", env={"ASYNCRUN_TOKEN": token})
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    listed = cli.ok("ls", "--json", env={"ASYNCRUN_TOKEN_FILE": str(token_file)})
+    assert [r["id"] for r in json.loads(listed)] == [run_id.strip()]
