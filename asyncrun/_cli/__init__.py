@@ -5,18 +5,8 @@ of creating, waiting, following and exporting lives there, once.
 """
 
 from ._app import cli, main
-from ._runs import (
-    apply_command,
-    export_command,
-    get_command,
-    logs_command,
-    ls_command,
-    metrics_command,
-    resume_command,
-    run_command,
-    stop_command,
-    wait_command,
-)
+from ._inspect import export_command, get_command, logs_command, ls_command, metrics_command
+from ._runs import apply_command, resume_command, run_command, stop_command, wait_command
 from ._server import server
 
 server.short_help = "Serve the HTTP API; manage its access tokens."
