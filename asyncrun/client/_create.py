@@ -9,6 +9,7 @@ instead of one per run (the batch is one transaction on the server).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections import deque
 from collections.abc import Callable
@@ -104,15 +105,13 @@ class CreateBatcher:
             batch = [state.queue.popleft() for _ in range(min(self._max_batch, len(state.queue)))]
             for pending in batch:
                 pending.sent = True
-            state.in_flight += 1
-            try:
-                if tasks is None:
-                    raise RuntimeError("not entered")
-                # A background task, so a caller cancelled mid-batch cannot strand the others.
-                tasks.start_soon(self._send, project, state, batch)
-            except RuntimeError:
-                state.in_flight -= 1
-                self._fail(batch, RuntimeError("the client was closed before this create was sent"))
+            with contextlib.suppress(RuntimeError):  # a task group that has ended refuses
+                if tasks is not None:
+                    # A background task, so a caller cancelled mid-batch cannot strand others.
+                    tasks.start_soon(self._send, project, state, batch)
+                    state.in_flight += 1
+                    continue
+            self._fail(batch, RuntimeError("the client was closed before this create was sent"))
 
     async def _send(self, project: str, state: _Project, batch: list[_Pending]) -> None:
         try:

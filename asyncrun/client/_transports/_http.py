@@ -3,7 +3,7 @@ from __future__ import annotations
 import logging
 import random
 import ssl
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator
 from typing import Any, Final, Literal, TypeAlias
 
 import anyio
@@ -33,24 +33,25 @@ _UNSENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
-def _describe(exc: BaseException) -> str:
-    """The first non-empty message along an error's causes (httpx's can be empty on Trio)."""
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The error, then what caused it, and so on."""
     seen: BaseException | None = exc
     while seen is not None:
-        if str(seen):
-            return str(seen) if seen is exc else f"{type(seen).__name__}: {seen}"
+        yield seen
         seen = seen.__cause__ or seen.__context__
+
+
+def _describe(exc: BaseException) -> str:
+    """The first non-empty message along an error's causes (httpx's can be empty on Trio)."""
+    for cause in _causes(exc):
+        if str(cause):
+            return str(cause) if cause is exc else f"{type(cause).__name__}: {cause}"
     return type(exc).__name__
 
 
 def _tls_refused(exc: BaseException) -> bool:
     """Whether a TLS handshake failed along the error's causes (no retry will fix that)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return any(isinstance(cause, ssl.SSLError) for cause in _causes(exc))
 
 
 TokenSource: TypeAlias = "str | Callable[[], str | None] | None"
