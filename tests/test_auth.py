@@ -30,7 +30,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-def create_token(db: Path, *projects: str, role: str = "write") -> str:
+def create_token(db: Path, *projects: str, role: str = "run") -> str:
     args = ["server", "token", "create", "--db", str(db), "--role", role]
     for project in projects:
         args += ["--project", project]

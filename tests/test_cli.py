@@ -468,7 +468,7 @@ def test_tokens_from_the_option_the_environment_or_a_file(
 ) -> None:
     made = subprocess.run(
         [sys.executable, "-m", "asyncrun", "server", "token", "create", "--db", str(secured.db),
-         "--project", "tokened", "--role", "write"],
+         "--project", "tokened", "--role", "run"],
         capture_output=True, text=True, timeout=60, env=plain_env(), check=False,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr

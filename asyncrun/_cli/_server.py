@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,8 +12,19 @@ from typing import TYPE_CHECKING
 import click
 
 from .. import _config
-from .._core.auth import READ, ROLES, Grant, check_grant, make_token, secret_hash
+from .._core.auth import (
+    READ,
+    ROLE_HELP,
+    ROLES,
+    RUN,
+    WRITE,
+    Grant,
+    check_grant,
+    make_token,
+    secret_hash,
+)
 from .._core.errors import ValidationError
+from ..server._procs import DEFAULT_UIDS
 
 if TYPE_CHECKING:
     from ..server._store._sqlite import SQLiteStore
@@ -55,8 +68,50 @@ _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 @click.option(
     "--no-auth",
     is_flag=True,
-    help="Serve without tokens: anyone who can connect may read and change every run. "
-    "Only allowed on a loopback address.",
+    help="Serve without tokens: anyone who can connect, every local user included, may read "
+    "and change every run and execute commands as the server's user. Only allowed on a "
+    "loopback address.",
+)
+@click.option(
+    "--jobs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder where each run works in a folder of its own (its default working folder). "
+    "Default: 'jobs' beside the database.",
+)
+@click.option(
+    "--job-env",
+    "job_env",
+    multiple=True,
+    metavar="NAME",
+    help="Pass this variable of the server's environment to every job (repeatable). Jobs get "
+    "only PATH, HOME, LANG, LC_*, TZ and TMPDIR otherwise, plus their spec.env.",
+)
+@click.option(
+    "--job-token-role",
+    type=click.Choice([WRITE, RUN]),
+    default=WRITE,
+    show_default=True,
+    help="Role of the token each job gets for its project: 'run' lets jobs start runs.",
+)
+@click.option(
+    "--isolate-jobs",
+    is_flag=True,
+    help="Run each execution as an unprivileged user of its own (needs root): jobs cannot "
+    "read the database, other jobs' environments or tokens, nor signal the server or "
+    "other jobs.",
+)
+@click.option(
+    "--job-uids",
+    default=f"{DEFAULT_UIDS[0]}-{DEFAULT_UIDS[1]}",
+    show_default=True,
+    metavar="LOW-HIGH",
+    help="The uid range of isolated jobs (with --isolate-jobs).",
+)
+@click.option(
+    "--public-url",
+    default=None,
+    help="The URL jobs use to reach this server. Default: from --host, --port and TLS.",
 )
 @click.option(
     "--ssl-certfile", type=click.Path(exists=True, dir_okay=False), help="TLS cert (PEM)."
@@ -73,6 +128,12 @@ def server(
     max_log_lines: int,
     log_level: str,
     no_auth: bool,
+    jobs_dir: Path | None,
+    job_env: tuple[str, ...],
+    job_token_role: str,
+    isolate_jobs: bool,
+    job_uids: str,
+    public_url: str | None,
     ssl_certfile: str | None,
     ssl_keyfile: str | None,
 ) -> None:
@@ -80,7 +141,7 @@ def server(
 
     \b
     Example:
-      asyncrun server token create --db runs.sqlite3 --project demo --role write
+      asyncrun server token create --db runs.sqlite3 --project demo --role run
       asyncrun server --host 0.0.0.0 --port 8765 --db runs.sqlite3 \\
           --ssl-certfile cert.pem --ssl-keyfile key.pem
     """
@@ -93,6 +154,12 @@ def server(
         )
     if bool(ssl_certfile) != bool(ssl_keyfile):
         raise click.UsageError("TLS needs both --ssl-certfile and --ssl-keyfile")
+    if isolate_jobs and os.geteuid() != 0:
+        raise click.UsageError(
+            "--isolate-jobs runs each job as a user of its own, which needs root: start the "
+            "server as root, or without --isolate-jobs (jobs then run as your user)"
+        )
+    uids = _uid_range(job_uids)
     try:
         import uvicorn
 
@@ -106,32 +173,41 @@ def server(
     from ..server._store._sqlite import SQLiteStore
 
     db_path = (db or _config.home() / _config.DB_FILENAME).resolve()
-    # Jobs reach this server on loopback when it listens on every address.
-    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    scheme = "https" if ssl_certfile else "http"
     executor = LocalExecutor(
         db_path,
         stop_grace=stop_grace,
         keep_log_lines=max_log_lines,
-        endpoint=f"http://{local}:{port}",
+        endpoint=public_url or job_endpoint(scheme, host, port),
+        jobs_dir=(jobs_dir or db_path.with_name("jobs")).resolve(),
+        job_env=job_env,
+        job_token_role=job_token_role,
+        isolate=isolate_jobs,
+        job_uids=uids,
     )
     store = SQLiteStore(db_path)
+    if isolate_jobs:
+        # Isolated jobs must reach their folders under it; every file in it stays 0600.
+        os.chmod(db_path.parent, 0o711)
     service = RunService(store, executor)
     app = create_app(service, max_body_bytes=max_body_bytes, auth=not no_auth)
-    scheme = "https" if ssl_certfile else "http"
-    click.echo(f"asyncrun server listening on {scheme}://{host}:{port}", err=True)
-    if no_auth:
+    click.echo(f"asyncrun server listening on {scheme}://{_host_in_url(host)}:{port}", err=True)
+    _warn_about_power(no_auth, isolate_jobs, host, port)
+    if not no_auth:
+        tokens = [info for info in store.tokens() if info.run is None]
         click.echo(
-            f"authentication is OFF (--no-auth): anyone who can connect to {host}:{port} "
-            "may read and change every run",
+            f"authentication is on: {len(tokens)} token(s) in {db_path}; create one with "
+            f"`asyncrun server token create --db {db_path} --project NAME --role run`",
             err=True,
         )
-    else:
-        count = sum(info.run is None for info in store.tokens())
-        click.echo(
-            f"authentication is on: {count} token(s) in {db_path}; create one with "
-            f"`asyncrun server token create --db {db_path} --project NAME --role write`",
-            err=True,
-        )
+        upgraded = sum(info.upgraded for info in tokens)
+        if upgraded:
+            click.echo(
+                f"note: {upgraded} write token(s) from before the 'run' role now have it, so "
+                "they can still start runs; give holders who should not a new --role write "
+                "token and revoke the old one",
+                err=True,
+            )
     uvicorn.run(
         app,
         host=host,
@@ -141,6 +217,50 @@ def server(
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
     )
+
+
+def _uid_range(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    try:
+        uids = int(low), int(high)
+    except ValueError:
+        uids = (0, -1)
+    if not 1000 <= uids[0] <= uids[1] < 2**31:
+        raise click.BadParameter(
+            f"must be LOW-HIGH, two uids from 1000 up, e.g. 61184-65519; got {text!r}",
+            param_hint="--job-uids",
+        )
+    return uids
+
+
+def _host_in_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def job_endpoint(scheme: str, host: str, port: int) -> str:
+    """The URL jobs use to reach a server bound to ``host``:``port``.
+
+    A server bound to every address is reached on loopback; an IPv6 address is bracketed.
+    """
+    local = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"{scheme}://{_host_in_url(local)}:{port}"
+
+
+def _warn_about_power(no_auth: bool, isolate: bool, host: str, port: int) -> None:
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    if no_auth:
+        click.echo(
+            f"authentication is OFF (--no-auth): anyone who can connect to {host}:{port}, "
+            f"every local user included, may read and change every run and run commands as "
+            f"{user!r}",
+            err=True,
+        )
+    if os.geteuid() == 0 and not isolate:
+        click.echo(
+            "warning: this server runs as root without --isolate-jobs: every job runs as root, "
+            "so a token that may start runs can do anything on this machine",
+            err=True,
+        )
 
 
 _DB_OPTION = click.option(
@@ -182,7 +302,7 @@ def token() -> None:
     type=click.Choice(ROLES),
     default=READ,
     show_default=True,
-    help="read: GET and waits; write: everything.",
+    help="; ".join(f"{role}: {what}" for role, what in ROLE_HELP.items()) + ".",
 )
 @click.option("--description", default=None, help="A note shown by `token list`.")
 def token_create(
@@ -224,6 +344,8 @@ def token_list(db: Path | None) -> None:
             )
             projects = ",".join(sorted(info.grant.projects))
             note = info.description or ""
+            if info.upgraded:
+                note = f"{note} (a write token from before the run role: given it)".strip()
             click.echo(f"{info.grant.token_id}  {info.grant.role:5}  {projects}  {created}  {note}")
 
 

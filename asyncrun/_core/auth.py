@@ -20,7 +20,19 @@ from .records import check_name
 
 READ: Final = "read"
 WRITE: Final = "write"
-ROLES: Final = (READ, WRITE)
+RUN: Final = "run"
+ROLES: Final = (READ, WRITE, RUN)
+"""Roles from least to most powerful; each allows everything the ones before it allow.
+
+- ``read``: GET requests and waits (watches).
+- ``write``: also create, update and delete records, log metrics, stop runs.
+- ``run``: also start and resume runs, i.e. execute code on the server's machine.
+"""
+ROLE_HELP: Final = {
+    READ: "read runs, logs and metrics, and wait on runs",
+    WRITE: "also create, change and delete runs, log metrics and stop runs",
+    RUN: "also start and resume runs: executes code on the server's machine",
+}
 ALL_PROJECTS: Final = "*"
 PREFIX: Final = "art_"
 _TOKEN_RE: Final = re.compile(r"art_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
@@ -32,7 +44,7 @@ class Grant:
 
     Attributes:
         token_id: The token's public id (safe to log).
-        role: ``"read"`` (GET and watches) or ``"write"`` (everything).
+        role: One of :data:`ROLES`: what the holder may do in its projects.
         projects: Project names, or ``{"*"}`` for every project.
     """
 
@@ -40,9 +52,9 @@ class Grant:
     role: str
     projects: frozenset[str]
 
-    def allows(self, project: str, write: bool) -> bool:
-        """Whether this grant covers ``project`` for reading, or writing if ``write``."""
-        if write and self.role != WRITE:
+    def allows(self, project: str, need: str = READ) -> bool:
+        """Whether this grant covers ``project`` for an operation that needs role ``need``."""
+        if ROLES.index(self.role) < ROLES.index(need):
             return False
         return ALL_PROJECTS in self.projects or project in self.projects
 
@@ -104,19 +116,28 @@ def token_id_of(authorization: str | None) -> tuple[str, str]:
     return match.group(1), match.group(0)
 
 
-def authorize(grant: Grant | None, project: str, write: bool) -> None:
+_WHAT: Final = {READ: "access", WRITE: "write to", RUN: "start runs in"}
+
+
+def authorize(grant: Grant | None, project: str, need: str) -> None:
     """Check that ``grant`` (``None``: unknown or revoked token) may act on ``project``.
+
+    Args:
+        grant: The request's token grant.
+        project: The project the request acts on.
+        need: The role the operation needs (:data:`READ`, :data:`WRITE` or :data:`RUN`).
 
     Raises:
         AuthError: (401) if there is no valid token.
-        Forbidden: (403) if the token does not cover the project or is read-only. The
-            answer is the same whether or not the project or run exists.
+        Forbidden: (403) if the token does not cover the project or its role is too weak.
+            The answer is the same whether or not the project or run exists.
     """
     if grant is None:
         raise AuthError("the token is not valid here (unknown, revoked or mistyped)")
-    if not grant.allows(project, write):
-        what = "write to" if grant.allows(project, write=False) else "access"
+    if not grant.allows(project, need):
+        what = _WHAT[need] if grant.allows(project, READ) else "access"
         raise Forbidden(
-            f"token {grant.token_id} may not {what} project {project!r}",
-            detail={"token_id": grant.token_id, "project": project},
+            f"token {grant.token_id} ({grant.role}) may not {what} project {project!r}"
+            + (f": that needs a {need} token" if grant.allows(project, READ) else ""),
+            detail={"token_id": grant.token_id, "project": project, "needs": need},
         )

@@ -18,6 +18,9 @@ class ProcessSpec:
     argv: list[str]
     env: dict[str, str] = attrs.Factory(dict)
     cwd: str | None = None
+    reads: tuple[str, ...] = ()
+    """Paths the job must be able to read besides ``argv[0]`` and ``cwd`` (checked before an
+    isolated job starts, so that an unreachable one fails with a clear message)."""
 
 
 @attrs.frozen
@@ -36,14 +39,15 @@ class Kind:
     Attributes:
         name: The kind's name, e.g. ``python+job``.
         validate: Raises ``ValueError`` naming the field when a spec is invalid.
-        process: Builds the process of an execution from the spec and a scratch folder.
+        process: Builds the process of an execution from the spec, a scratch folder and the
+            interpreter recorded for the run (the caller's on the embedded backend).
         outcome: Reads how the process ended (exit code, scratch folder) into an outcome.
         methods: Kind-specific run methods; each takes the run record.
     """
 
     name: str
     validate: Callable[[Mapping[str, Any]], None]
-    process: Callable[[Mapping[str, Any], Path], ProcessSpec]
+    process: Callable[[Mapping[str, Any], Path, str], ProcessSpec]
     outcome: Callable[[int, Path], Outcome]
     methods: Mapping[str, Callable[[Run], Any]] = attrs.Factory(dict)
 

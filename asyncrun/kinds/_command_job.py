@@ -20,7 +20,7 @@ def _validate(spec: Mapping[str, Any]) -> None:
     check_env_cwd(spec)
 
 
-def _process(spec: Mapping[str, Any], scratch: Path) -> ProcessSpec:
+def _process(spec: Mapping[str, Any], scratch: Path, python: str) -> ProcessSpec:
     return ProcessSpec(list(spec["command"]), dict(spec.get("env") or {}), spec.get("cwd"))
 
 

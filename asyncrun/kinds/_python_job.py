@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from .._core.records import Run, State
 from ._base import Kind, Outcome, ProcessSpec, check_env_cwd, exit_outcome
 
+_PACKAGE = Path(__file__).resolve().parents[1]
 _HANDLER_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 RESULT_FILE = "result.json"
 
@@ -32,14 +32,15 @@ def _validate(spec: Mapping[str, Any]) -> None:
     check_env_cwd(spec)
 
 
-def _process(spec: Mapping[str, Any], scratch: Path) -> ProcessSpec:
+def _process(spec: Mapping[str, Any], scratch: Path, python: str) -> ProcessSpec:
     env = dict(spec.get("env") or {})
     env["PYTHONUNBUFFERED"] = "1"  # lines reach the log as they are printed
     (scratch / "job.json").write_text(
         json.dumps({"handler": spec["handler"], "parameters": spec.get("parameters") or {}})
     )
-    argv = [sys.executable, "-m", "asyncrun.kinds._runner", str(scratch)]
-    return ProcessSpec(argv, env, spec.get("cwd"))
+    argv = [python, "-m", "asyncrun.kinds._runner", str(scratch)]
+    # The job imports asyncrun from where this one is installed: the launching side's.
+    return ProcessSpec(argv, env, spec.get("cwd"), reads=(str(_PACKAGE),))
 
 
 def _outcome(code: int, scratch: Path) -> Outcome:

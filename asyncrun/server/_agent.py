@@ -12,17 +12,21 @@ restart loses nothing.
 
 One agent per database is guaranteed by an exclusive ``flock`` on ``<db>.agent.lock``, which the
 service also uses to tell whether an agent is alive. Every job gets ``PR_SET_PDEATHSIG``, so if
-the agent dies its jobs die with it; the next agent marks their runs ERROR (lost). An agent with
-nothing to do exits after ``--idle-exit`` seconds; the service starts a new one when needed.
+the agent dies its jobs die with it; the next agent marks their runs ERROR (lost) and ends what
+is left of them. An agent with nothing to do exits after ``--idle-exit`` seconds; the service
+starts a new one when needed.
 
-Usage: ``python -m asyncrun.server._agent --db PATH [--endpoint URL] [--grace S] ...``
+How each execution starts (folder, interpreter, environment, user) was decided when it was
+asked for and is stored with it (:mod:`asyncrun._core.launch`): nothing of the process that
+happened to start the agent reaches a job. No process outlives its job (see ``_procs``).
+
+Usage: ``python -m asyncrun.server._agent --db PATH [--grace S] [--job-uids LOW-HIGH] ...``
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import fcntl
 import os
 import secrets
@@ -42,12 +46,15 @@ import attrs
 import psutil
 
 from .. import _serde, kinds
-from .._core.auth import WRITE, Grant, make_token, secret_hash
+from .._core import launch as _launch
+from .._core.auth import Grant, make_token, secret_hash
 from .._core.errors import AsyncRunError, NotFound, StorageFull
 from .._core.records import Run, State
 from .._core.states import TERMINAL, transition
 from ..kinds import Outcome
-from ._store._sqlite import Execution, SQLiteStore
+from . import _procs
+from ._procs import MARKER, killpg
+from ._store._sqlite import Execution, Ident, SQLiteStore
 
 POLL = 0.01
 """Seconds between two looks at the store for new executions and stop requests."""
@@ -60,11 +67,12 @@ DISK_FULL_REPORT = 10.0
 MAX_LINE_BYTES = 64 * 1024
 PIPE_GRACE = 2.0
 """Seconds to keep reading after a job exited while a grandchild still holds its pipes."""
+REAP_ORPHANS = 0.5
+"""Seconds between two collections of orphans that ended (the subreaper's duty)."""
 LOST = (
     "the process running this run was lost (its agent died or the machine restarted); "
     "start a new run"
 )
-_PR_SET_PDEATHSIG = 1
 
 
 def lock_path(db: Path) -> Path:
@@ -87,14 +95,17 @@ def move(run: Run, *states: State, message: str | None = None, **extra: Any) -> 
     return attrs.evolve(run, status=status, metadata=attrs.evolve(run.metadata, updated=now))
 
 
-def _die_with_parent() -> None:  # pragma: no cover  (runs in the child between fork and exec)
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def _cut(data: bytes, limit: int) -> int:
+    """Where to cut ``data`` (longer than ``limit``) at most ``limit`` bytes in.
 
-
-def _killpg(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
+    Never inside a UTF-8 character: a continuation byte (``10xxxxxx``) at the cut moves the
+    cut back to its character's first byte (at most 3 bytes back; invalid UTF-8 is cut at
+    ``limit``).
+    """
+    for cut in range(limit, max(limit - 4, 0), -1):
+        if data[cut] & 0xC0 != 0x80:
+            return cut
+    return limit
 
 
 @attrs.define(eq=False)
@@ -106,6 +117,7 @@ class Job:
     scratch: Path
     proc: subprocess.Popen[bytes]
     pipes: dict[int, tuple[str, IO[bytes]]]
+    uid: int | None = None
     stop_sent: float | None = None
     exited_at: float | None = None
     stop_requested: bool = False
@@ -122,8 +134,10 @@ class Agent:
         self.store = SQLiteStore(self.db)
         self.selector = selectors.DefaultSelector()
         self.jobs: dict[tuple[str, str], Job] = {}
-        self.pending: dict[tuple[str, str], list[tuple[str, int, str]]] = {}
-        self.partial: dict[tuple[str, str, str], bytes] = {}
+        self.pending: dict[Ident, list[tuple[str, int, str]]] = {}
+        self.partial: dict[tuple[Ident, str], bytes] = {}
+        self.uids = tuple(int(part) for part in args.job_uids.split("-"))
+        self.last_orphan_reap = 0.0
         self.last_flush = time.monotonic()
         self.write_after = 0.0  # while the disk is full: when to try writing again
         self.full_since = -DISK_FULL_REPORT
@@ -158,6 +172,8 @@ class Agent:
     def main(self) -> int:
         if not self.acquire():
             return 0  # another agent serves this database
+        # Orphans of jobs become ours, not init's: they can be found and ended with their job.
+        _procs.become_subreaper()
         try:
             self.recover()
             idle_since = time.monotonic()
@@ -176,6 +192,9 @@ class Agent:
                         ):
                             self.flush_logs()
                         self.reap(now)
+                        if now - self.last_orphan_reap >= REAP_ORPHANS:
+                            self.last_orphan_reap = now
+                            _procs.reap_zombies(self.leaders())
                     except StorageFull as exc:
                         # Jobs keep running; every write is one transaction, so trying again
                         # later is safe. Their output waits in memory, bounded.
@@ -189,9 +208,21 @@ class Agent:
                 if not self.db.exists():
                     return 0  # the database was removed: nothing left to serve
         finally:
-            for job in self.jobs.values():
-                _killpg(job.proc.pid, signal.SIGKILL)
+            for job in list(self.jobs.values()):
+                self.end_processes(job)
             self.release()
+
+    def leaders(self) -> set[int]:
+        return {job.proc.pid for job in self.jobs.values()}
+
+    def end_processes(self, job: Job) -> None:
+        """SIGKILL every process of ``job``: its group, and what left the group."""
+        killpg(job.proc.pid, signal.SIGKILL)
+        if job.uid is not None:
+            _procs.kill_user(job.uid)
+            return
+        key = job.execution.key
+        _procs.kill_all(p for p, marker in _procs.orphans(self.leaders()) if marker == key)
 
     def try_exit(self) -> bool:
         # Release first, then look once more: a launch that saw the lock held is seen here.
@@ -205,7 +236,12 @@ class Agent:
         for execution in self.store.open_executions():
             if execution.pid is None:
                 continue
-            _kill_orphaned_group(execution)  # no agent reads its output any more
+            # No agent reads its output any more: end all that is left of it.
+            if execution.uid is not None:
+                _procs.kill_user(execution.uid)
+            else:
+                _kill_orphaned_group(execution)
+                _procs.kill_all(_procs.with_marker(execution.key))
 
             def lose(r: Run) -> Run:
                 if r.status.state in TERMINAL:
@@ -214,8 +250,8 @@ class Agent:
                     return move(r, State.STOPPED, message="stopped (its process was already gone)")
                 return move(r, State.ERROR, message=LOST)
 
-            self._modify(execution.project, execution.id, lose)
-            self.store.end_execution(execution.project, execution.id, execution.number)
+            self._modify(execution.project, execution.id, lose, execution)
+            self.store.end_execution(execution.ident)
 
     def poll_store(self, now: float) -> None:
         for execution in self.store.open_executions(unstarted=True):
@@ -229,36 +265,38 @@ class Agent:
                 job.stop_requested = True
             if job.stop_requested and job.stop_sent is None:
                 job.stop_sent = now
-                _killpg(job.proc.pid, signal.SIGTERM)
+                killpg(job.proc.pid, signal.SIGTERM)
             if job.stop_sent is not None and now - job.stop_sent > self.args.grace:
-                _killpg(job.proc.pid, signal.SIGKILL)
+                killpg(job.proc.pid, signal.SIGKILL)
 
     # -- starting -------------------------------------------------------------------------
 
-    def _modify(self, project: str, id: str, change: Callable[[Run], Run]) -> Run | None:
+    def _modify(
+        self, project: str, id: str, change: Callable[[Run], Run], of: Execution | None = None
+    ) -> Run | None:
         try:
-            return self.store.modify(project, id, change)
+            return self.store.modify(project, id, change, of=None if of is None else of.ident)
         except NotFound:
             return None  # deleted meanwhile
 
-    def _env(self, execution: Execution, extra: dict[str, str]) -> dict[str, str]:
-        env = {**os.environ, **extra}
-        env["ASYNCRUN_RUN_PROJECT"] = execution.project
-        env["ASYNCRUN_RUN_ID"] = execution.id
-        if self.args.endpoint:
-            env["ASYNCRUN_ENDPOINT"] = self.args.endpoint
-            env.pop("ASYNCRUN_TOKEN_FILE", None)
-            env["ASYNCRUN_TOKEN"] = self._job_token(execution)
+    def _own_env(self, execution: Execution, launch: _launch.Launch) -> dict[str, str]:
+        env = {
+            "ASYNCRUN_RUN_PROJECT": execution.project,
+            "ASYNCRUN_RUN_ID": execution.id,
+            MARKER: execution.key,
+        }
+        if launch.endpoint:
+            env["ASYNCRUN_ENDPOINT"] = launch.endpoint
+            env["ASYNCRUN_TOKEN"] = self._job_token(execution, launch.token_role)
         else:
-            env.pop("ASYNCRUN_ENDPOINT", None)
             env["ASYNCRUN_HOME"] = str(self.db.parent)
         return env
 
-    def _job_token(self, execution: Execution) -> str:
-        # The job's own token: write access to its project only, revoked when the execution
-        # ends. Only its hash is stored; the token itself lives in the job's environment.
+    def _job_token(self, execution: Execution, role: str) -> str:
+        # The job's own token: its project only, revoked when the execution ends. Only its
+        # hash is stored; the token itself lives in the job's environment.
         token_id, token = make_token(secrets.token_bytes(40))
-        grant = Grant(token_id, WRITE, frozenset({execution.project}))
+        grant = Grant(token_id, role, frozenset({execution.project}))
         self.store.add_token(
             grant,
             secret_hash(token),
@@ -267,66 +305,147 @@ class Agent:
         )
         return token
 
+    def _refuse(self, execution: Execution, message: str) -> None:
+        self._modify(
+            execution.project, execution.id, lambda r: move(r, State.ERROR, message=message)
+        )
+        self.store.end_execution(execution.ident)
+
     def start(self, execution: Execution) -> None:
-        project, id_, number = execution.project, execution.id, execution.number
+        project, id_ = execution.project, execution.id
         run = self.store.get(project, id_)
         if run is None or run.status.state is not State.READY:
             if run is not None and run.status.state is State.STOP:
-                self._modify(project, id_, lambda r: move(r, State.STOPPED, message="stopped"))
-            self.store.end_execution(project, id_, number)
+                self._modify(
+                    project, id_, lambda r: move(r, State.STOPPED, message="stopped"), execution
+                )
+            self.store.end_execution(execution.ident)
             return
+        # Executions asked for by an asyncrun before launches were recorded: the base only.
+        launch = execution.launch or _launch.capture(os.environ, sys.executable)
         kind = kinds.get(run.kind)
         scratch = Path(tempfile.mkdtemp(prefix="asyncrun-"))
         try:
             if kind is None:
                 raise ValueError(f"no kind {run.kind!r} is registered in the agent")
-            spec = kind.process(run.spec, scratch)
+            uid = self._user_for(launch)
+            run_dir = self._run_dir(launch, execution, uid)
+            spec = kind.process(run.spec, scratch, launch.python)
+            cwd = _launch.job_cwd(launch, spec.cwd, run_dir)
+            own = self._own_env(execution, launch)
+            if uid is not None:
+                # The job's home and temporary files are its own; nothing of root's.
+                own |= {"HOME": run_dir or str(scratch), "TMPDIR": str(scratch)}
+                _chown_tree(scratch, uid)
+                self._check_reachable(spec, cwd, own, launch, uid)
+            env = _launch.job_env(launch, spec.env, own)
             proc = subprocess.Popen(
                 spec.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                cwd=spec.cwd,
-                env=self._env(execution, spec.env),
+                cwd=cwd,
+                env=env,
                 start_new_session=True,  # its own process group: stop() signals all of it
-                preexec_fn=_die_with_parent,
+                preexec_fn=_procs.die_with_parent,
+                umask=launch.umask,
+                user=uid,
+                group=uid,
+                extra_groups=None if uid is None else [],
             )
         except (OSError, ValueError) as exc:
             shutil.rmtree(scratch, ignore_errors=True)
-            message = f"cannot start the job: {exc}"
-            self._modify(project, id_, lambda r: move(r, State.ERROR, message=message))
-            self.store.end_execution(project, id_, number)
+            self._refuse(execution, f"cannot start the job: {exc}")
             return
         try:
             started = psutil.Process(proc.pid).create_time()
         except psutil.Error:
             started = 0.0  # already gone: it is reaped below like any other
         try:
-            self.store.set_execution_pid(project, id_, number, proc.pid, started)
+            self.store.set_execution_pid(execution.ident, proc.pid, started, uid)
         except StorageFull:
             # Unrecorded, the job would be started again: end it, the start is retried.
-            _killpg(proc.pid, signal.SIGKILL)
+            killpg(proc.pid, signal.SIGKILL)
             proc.communicate()  # reaps it and closes its pipes
             shutil.rmtree(scratch, ignore_errors=True)
             raise
-        execution = attrs.evolve(execution, pid=proc.pid, pid_started=started)
+        execution = attrs.evolve(execution, pid=proc.pid, pid_started=started, uid=uid)
         pipes = {}
         for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
             assert pipe is not None
             os.set_blocking(pipe.fileno(), False)
-            self.selector.register(pipe, selectors.EVENT_READ, (execution.project, id_, name))
+            self.selector.register(pipe, selectors.EVENT_READ, (execution.ident, name))
             pipes[pipe.fileno()] = (name, pipe)
-        job = Job(execution, kind, scratch, proc, pipes)
+        job = Job(execution, kind, scratch, proc, pipes, uid)
         self.jobs[job.key] = job
+        shown = _launch.public(launch, cwd, None if uid is None else f"uid {uid}")
 
         def running(r: Run) -> Run:
             if r.status.state is State.STOP:
                 job.stop_requested = True
                 return r
-            return move(r, State.RUNNING)
+            return move(r, State.RUNNING, launch=shown)  # status.launch (_launch.STATUS_KEY)
 
-        if self._modify(project, id_, running) is None:
+        if self._modify(project, id_, running, execution) is None:
             job.stop_requested = True
+
+    def _user_for(self, launch: _launch.Launch) -> int | None:
+        """The uid an execution runs as: its own if isolated, else this agent's (``None``)."""
+        if not launch.isolate:
+            return None
+        if os.geteuid() != 0:
+            raise ValueError("isolated jobs need an agent running as root")
+        taken = {job.uid for job in self.jobs.values() if job.uid is not None}
+        uid = _procs.free_uid(self.uids[0], self.uids[1], taken)
+        if uid is None:
+            raise ValueError(f"no free uid in {self.uids[0]}-{self.uids[1]} for the job")
+        _procs.kill_user(uid)  # nothing of an earlier job of this uid may meet this one
+        return uid
+
+    @staticmethod
+    def _run_dir(launch: _launch.Launch, execution: Execution, uid: int | None) -> str | None:
+        """The run's own folder in the server's jobs folder (kept across resumes)."""
+        if launch.jobs_dir is None:
+            return None
+        jobs = Path(launch.jobs_dir)
+        if not jobs.exists():
+            jobs.mkdir(parents=True, exist_ok=True)
+        # Isolated users may enter the jobs folder (to reach their run's) but not list it.
+        os.chmod(jobs, 0o711 if launch.isolate else 0o700)
+        project = jobs / execution.project
+        project.mkdir(exist_ok=True)
+        os.chmod(project, 0o711 if launch.isolate else 0o700)
+        folder = project / execution.id
+        folder.mkdir(exist_ok=True)
+        if uid is not None:
+            _chown_tree(folder, uid)
+        return str(folder)
+
+    @staticmethod
+    def _check_reachable(
+        spec: kinds.ProcessSpec,
+        cwd: str,
+        env: dict[str, str],
+        launch: _launch.Launch,
+        uid: int,
+    ) -> None:
+        program = spec.argv[0]
+        path = {**launch.env, **spec.env, **env}.get("PATH", _launch.DEFAULT_PATH)
+        found = program if "/" in program else shutil.which(program, path=path)
+        if found is None:
+            raise ValueError(f"{program!r} is not found on the job's PATH ({path})")
+        for what, target, execute in (
+            ("program", found, True),
+            ("working folder", cwd, True),
+            *(("file", read, False) for read in spec.reads),
+        ):
+            why = _procs.unreachable(target, uid, uid, execute=execute)
+            if why:
+                raise ValueError(
+                    f"the isolated job (uid {uid}) cannot reach its {what} {target}: {why}. "
+                    "Install Python and code where every user may read them (e.g. /opt or "
+                    "/usr/local, not under /root), or run the server without --isolate-jobs"
+                )
 
     # -- output ---------------------------------------------------------------------------
 
@@ -336,22 +455,22 @@ class Agent:
         if not events and not self.selector.get_map():
             time.sleep(timeout)
         for key, _ in events:
-            project, id_, stream = key.data
-            job = self.jobs[(project, id_)]
+            ident, stream = key.data
+            job = self.jobs[(ident[0], ident[1])]
             data = os.read(key.fd, 1 << 16)
             if data:
-                self.feed(project, id_, stream, data)
+                self.feed(ident, stream, data)
             else:
                 self.close_pipe(job, key.fd)
 
     def close_pipe(self, job: Job, fd: int) -> None:
         stream, pipe = job.pipes.pop(fd)
-        self.feed(job.execution.project, job.execution.id, stream, b"", final=True)
+        self.feed(job.execution.ident, stream, b"", final=True)
         self.selector.unregister(pipe)
         pipe.close()
 
-    def feed(self, project: str, id: str, stream: str, data: bytes, *, final: bool = False) -> None:
-        key = (project, id, stream)
+    def feed(self, ident: Ident, stream: str, data: bytes, *, final: bool = False) -> None:
+        key = (ident, stream)
         data = self.partial.pop(key, b"") + data
         lines = data.split(b"\n")
         rest = lines.pop()
@@ -359,13 +478,14 @@ class Agent:
             lines.append(rest)
             rest = b""
         while len(rest) > MAX_LINE_BYTES:  # an endless line is cut, never buffered forever
-            lines.append(rest[:MAX_LINE_BYTES])
-            rest = rest[MAX_LINE_BYTES:]
+            cut = _cut(rest, MAX_LINE_BYTES)  # never inside a character
+            lines.append(rest[:cut])
+            rest = rest[cut:]
         if rest:
             self.partial[key] = rest
         if lines:
             now_us = time.time_ns() // 1000
-            out = self.pending.setdefault((project, id), [])
+            out = self.pending.setdefault(ident, [])
             out.extend(
                 (stream, now_us, line.decode("utf-8", "replace").removesuffix("\r"))
                 for line in lines
@@ -405,7 +525,7 @@ class Agent:
     def finish(self, job: Job) -> None:
         project, id_ = job.key
         self.flush_logs()  # every line is stored before the state says the run ended
-        _killpg(job.proc.pid, signal.SIGKILL)  # leave nothing of the job's group behind
+        self.end_processes(job)  # leave nothing of the job behind
         code = job.proc.wait()
         try:
             outcome = job.kind.outcome(code, job.scratch)
@@ -425,11 +545,13 @@ class Agent:
             return move(r, outcome.state, message=outcome.message, **outcome.status)
 
         try:
-            self._modify(project, id_, ended)
+            self._modify(project, id_, ended, job.execution)
         except (TypeError, ValueError, AsyncRunError) as exc:  # e.g. a result JSON cannot carry
             message = f"cannot record the job's result: {exc}"
-            self._modify(project, id_, lambda r: move(r, State.ERROR, message=message))
-        self.store.end_execution(project, id_, job.execution.number)
+            self._modify(
+                project, id_, lambda r: move(r, State.ERROR, message=message), job.execution
+            )
+        self.store.end_execution(job.execution.ident)
         shutil.rmtree(job.scratch, ignore_errors=True)
         del self.jobs[job.key]
 
@@ -451,7 +573,7 @@ def _kill_orphaned_group(execution: Execution) -> None:
         pass
     except psutil.Error:
         return
-    _killpg(execution.pid, signal.SIGKILL)
+    killpg(execution.pid, signal.SIGKILL)
 
 
 def _is_alive(execution: Execution) -> bool:
@@ -465,13 +587,21 @@ def _is_alive(execution: Execution) -> bool:
         return False
 
 
+def _chown_tree(path: Path, uid: int) -> None:
+    """Give ``path`` and everything in it to ``uid`` (an isolated job's user)."""
+    os.chown(path, uid, uid, follow_symlinks=False)
+    for root, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            os.chown(os.path.join(root, name), uid, uid, follow_symlinks=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="asyncrun-agent")
     parser.add_argument("--db", required=True)
     parser.add_argument("--grace", type=float, default=10.0)
     parser.add_argument("--keep-lines", type=int, default=100_000)
     parser.add_argument("--idle-exit", type=float, default=30.0)
-    parser.add_argument("--endpoint", default=None)
+    parser.add_argument("--job-uids", default=f"{_procs.DEFAULT_UIDS[0]}-{_procs.DEFAULT_UIDS[1]}")
     args = parser.parse_args(argv)
     with contextlib.suppress(PermissionError):
         os.setsid()  # detach from the starter's session: its Ctrl-C and exit are not ours

@@ -21,7 +21,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import _serde
-from .._core.auth import Grant, authorize, matches, token_id_of
+from .._core.auth import READ, RUN, WRITE, Grant, authorize, matches, token_id_of
 from .._core.errors import (
     AsyncRunError,
     MalformedRequest,
@@ -107,8 +107,11 @@ class Api:
         self.max_body_bytes = max_body_bytes
         self.auth = auth
 
-    def _names(self, request: Request) -> tuple[str, str | None]:
+    def _names(self, request: Request, need: str | None = None) -> tuple[str, str | None]:
         """The project and run id of the path, once the request may act on that project.
+
+        ``need`` is the role the operation needs; by default ``read`` for GET, HEAD and
+        watches, ``write`` for everything else.
 
         Authentication comes first (401), before the names are checked, so that nobody
         learns anything without a token; then the project's grant (403), the same answer
@@ -136,9 +139,11 @@ class Api:
         except ValueError as exc:
             raise ValidationError(str(exc), detail={"field": "path"}) from None
         if self.auth:
-            # Watches are reads even when their ids come in a POST body.
-            write = request.method not in _READ_METHODS and not request.url.path.endswith(":watch")
-            authorize(grant, project, write)
+            if need is None:
+                # Watches are reads even when their ids come in a POST body.
+                reading = request.method in _READ_METHODS or request.url.path.endswith(":watch")
+                need = READ if reading else WRITE
+            authorize(grant, project, need)
         return names
 
     def _grant(self, request: Request) -> Grant | None:
@@ -228,9 +233,10 @@ class Api:
         return _json({"applied": result.applied, "ignored": result.ignored})
 
     async def action(self, request: Request) -> Response:
-        project, id_ = self._names(request)
-        assert id_ is not None
         name = request.path_params["action"]
+        # Starting and resuming execute code on this machine: a power of its own.
+        project, id_ = self._names(request, RUN if name in ("run", "resume") else WRITE)
+        assert id_ is not None
         act = {"run": self.service.run, "stop": self.service.stop, "resume": self.service.resume}
         if name not in act:
             raise NotFound(f"no action {name!r}; actions are run, stop and resume")
@@ -368,7 +374,10 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await service.reap_lost()  # runs lost while no server ran end as ERROR, not RUNNING
         try:
-            yield
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(service.supervise)
+                yield
+                tasks.cancel_scope.cancel()
         finally:
             service.close()
 

@@ -1,4 +1,4 @@
-"""The service's side of execution: make sure the database's agent runs, and kill jobs."""
+"""The service's side of execution: how jobs are launched, the agent kept alive, jobs killed."""
 
 from __future__ import annotations
 
@@ -7,17 +7,33 @@ import fcntl
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 import psutil
 
+from .._core import launch as _launch
+from .._core.auth import WRITE
 from ._agent import lock_path
+from ._procs import DEFAULT_UIDS, kill_all, kill_user, private_file, with_marker
 from ._store._sqlite import Execution
 
 # ``sh`` starts the agent in the background and exits at once: the agent is re-parented to
-# init, so nobody has to reap it and it outlives the server or client that started it.
-_SPAWN = 'exec </dev/null; "$@" >/dev/null 2>>"$ASYNCRUN_AGENT_LOG" &'
+# init, so nobody has to reap it and it outlives the server or client that started it. Its
+# log is created private (umask), like every file of the database.
+_SPAWN = 'umask 077; exec </dev/null; "$@" >/dev/null 2>>"$ASYNCRUN_AGENT_LOG" &'
+_AGENT_START_WAIT = 20.0
+"""Seconds a spawn waits for the new agent to take the lock (so one burst spawns one)."""
+
+
+def current_umask() -> int:
+    """This process's umask, read without changing it (Linux), else the usual 022."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022
 
 
 class LocalExecutor:
@@ -27,9 +43,15 @@ class LocalExecutor:
         db_path: The SQLite database the agent serves.
         stop_grace: Seconds between SIGTERM and SIGKILL when a run is stopped.
         keep_log_lines: Lines of log kept per run (the newest).
-        endpoint: URL jobs use to reach the server (``None`` for the embedded backend, whose
-            jobs open the same database).
+        endpoint: URL jobs use to reach the server; ``None`` for the embedded backend, whose
+            jobs open the same database and start where the caller of ``run()`` is.
         idle_exit: Seconds an agent with nothing to do stays alive.
+        jobs_dir: A server's jobs folder: each run works in a folder of its own inside.
+        job_env: Names of the server's environment variables passed to every job.
+        job_token_role: Role of the token each job gets (``write``, or ``run`` to let jobs
+            start runs).
+        isolate: Run each execution as an unprivileged user of its own (needs root).
+        job_uids: The uid range isolated jobs use.
     """
 
     def __init__(
@@ -40,23 +62,59 @@ class LocalExecutor:
         keep_log_lines: int = 100_000,
         endpoint: str | None = None,
         idle_exit: float = 30.0,
+        jobs_dir: Path | None = None,
+        job_env: Sequence[str] = (),
+        job_token_role: str = WRITE,
+        isolate: bool = False,
+        job_uids: tuple[int, int] = DEFAULT_UIDS,
     ) -> None:
         self.db_path = Path(db_path)
         self.stop_grace = stop_grace
         self.keep_log_lines = keep_log_lines
         self.endpoint = endpoint
         self.idle_exit = idle_exit
+        self.jobs_dir = jobs_dir
+        self.job_env = tuple(job_env)
+        self.job_token_role = job_token_role
+        self.isolate = isolate
+        self.job_uids = job_uids
         self._starting = anyio.Lock()
+
+    def launch(self) -> _launch.Launch:
+        """How an execution asked for now is launched (see :mod:`asyncrun._core.launch`)."""
+        if self.endpoint is None:
+            # Embedded: this process called run(); its folder, interpreter and base variables.
+            return _launch.capture(
+                os.environ, sys.executable, cwd=os.getcwd(), umask=current_umask()
+            )
+        return _launch.capture(
+            os.environ,
+            sys.executable,
+            passthrough=self.job_env,
+            umask=0o077 if self.isolate else current_umask(),
+            jobs_dir=str(self.jobs_dir) if self.jobs_dir else None,
+            endpoint=self.endpoint,
+            token_role=self.job_token_role,
+            isolate=self.isolate,
+        )
+
+    def _lock(self) -> int:
+        path = lock_path(self.db_path)
+        private_file(path)
+        return os.open(path, os.O_RDWR)
 
     def agent_alive(self) -> bool:
         """Whether an agent holds this database's lock."""
-        with lock_path(self.db_path).open("ab") as handle:
+        fd = self._lock()
+        try:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return True
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
             return False
+        finally:
+            os.close(fd)
 
     async def ensure_agent(self) -> None:
         """Start the agent unless one is alive (two racing starts are fine: one exits).
@@ -68,27 +126,34 @@ class LocalExecutor:
             if self.agent_alive():
                 return
             await self._spawn()
+            # Until the new agent holds the lock, every other caller would spawn another.
+            with anyio.move_on_after(_AGENT_START_WAIT):
+                while not self.agent_alive():  # noqa: ASYNC110 (another process: no event)
+                    await anyio.sleep(0.01)
 
     async def _spawn(self) -> None:
         argv = [
             sys.executable, "-m", "asyncrun.server._agent", "--db", str(self.db_path),
             "--grace", str(self.stop_grace), "--keep-lines", str(self.keep_log_lines),
             "--idle-exit", str(self.idle_exit),
+            "--job-uids", f"{self.job_uids[0]}-{self.job_uids[1]}",
         ]  # fmt: skip
-        if self.endpoint:
-            argv += ["--endpoint", self.endpoint]
         env = {**os.environ, "ASYNCRUN_AGENT_LOG": str(self.db_path.with_name("agent.log"))}
         await anyio.run_process(["/bin/sh", "-c", _SPAWN, "sh", *argv], env=env)
 
     @staticmethod
     def kill(execution: Execution) -> None:
-        """SIGKILL an execution's job and its process group, if it still runs."""
+        """SIGKILL an execution's job and every process it left, if it still runs."""
         if execution.pid is None or execution.ended_us is not None:
+            return
+        if execution.uid is not None:
+            kill_user(execution.uid)  # an isolated job: all of its user's processes
             return
         try:
             same = abs(psutil.Process(execution.pid).create_time() - (execution.pid_started or 0))
         except psutil.Error:
-            return
+            same = 1.0
         if same < 0.05:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(execution.pid, signal.SIGKILL)
+        kill_all(with_marker(execution.key))

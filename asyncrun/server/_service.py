@@ -6,6 +6,7 @@ watches live here.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -15,6 +16,7 @@ import attrs
 
 from .. import _serde, kinds
 from .._core.errors import AsyncRunError, NotFound, ValidationError
+from .._core.launch import STATUS_KEY
 from .._core.metrics import Batch
 from .._core.protocol import MAX_REVISION
 from .._core.query import Changes, ListQuery
@@ -24,11 +26,15 @@ from ._executor import LocalExecutor
 from ._store._metrics import BatchResult
 from ._store._sqlite import SQLiteStore, cursor_after
 
+log = logging.getLogger("asyncrun.server")
+
 WATCH_POLL: Final = 0.01
 """Seconds between two looks at the change sequence while a watch or a log follow waits."""
 REAP_EVERY: Final = 1.0
 """Seconds between two checks, during a watch, that an agent serves unfinished runs."""
 LOG_PAGE: Final = 5000
+SUPERVISE_EVERY: Final = 1.0
+"""Seconds between two checks, on a server, that an agent serves unfinished runs."""
 HEARTBEAT: Final = 5.0
 """Seconds of silence after which a log follow sends an empty batch."""
 
@@ -189,12 +195,17 @@ class RunService:
             updated=self.clock(),
             revision=current.metadata.revision + 1,
         )
+        extra = dict(incoming.status.extra)
+        extra.pop(STATUS_KEY, None)  # how it was launched is the server's to say
+        if STATUS_KEY in current.status.extra:
+            extra[STATUS_KEY] = current.status.extra[STATUS_KEY]
         status = attrs.evolve(
             incoming.status,
             state=current.status.state,
             message=current.status.message,
             transitions=current.status.transitions,
             metrics=current.status.metrics,
+            extra=extra,
         )
         run = attrs.evolve(incoming, metadata=metadata, status=status)
         self.store.replace(run, expected)
@@ -238,7 +249,9 @@ class RunService:
             check_action(action, run.status.state)
             return self._move(run, *path_to(run.status.state, target))
 
-        return self.store.modify(project, id, change, execute=execute)
+        # How it starts is decided now, by whoever asked (see asyncrun._core.launch).
+        launch = self.executor.launch() if execute and self.executor is not None else None
+        return self.store.modify(project, id, change, execute=launch)
 
     async def run(self, project: str, id: str) -> Run:
         """Start a run: CREATED -> BUILT -> READY, then its supervisor takes it to RUNNING.
@@ -300,6 +313,20 @@ class RunService:
         """
         if self.executor is not None and self.store.open_executions():
             await self.executor.ensure_agent()
+
+    async def supervise(self, every: float = SUPERVISE_EVERY) -> None:
+        """Check every ``every`` seconds, until cancelled, that an agent serves open runs.
+
+        A server runs this in the background: an agent that died is noticed within seconds,
+        not only when somebody waits; the new agent ends its runs ERROR (lost), ends what is
+        left of their processes and revokes their tokens.
+        """
+        while True:
+            await anyio.sleep(every)
+            try:
+                await self.reap_lost()
+            except (OSError, AsyncRunError) as exc:  # e.g. a full disk: try again next time
+                log.warning("cannot check the agent: %s", exc)
 
     # -- metrics ------------------------------------------------------------------------
 

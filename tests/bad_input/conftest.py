@@ -40,7 +40,7 @@ def start_server(tmp: Path, *extra: str) -> TokenServer:
     proc.start()
     create = ["server", "token", "create", "--db", str(proc.db), "--project", "*"]
     done = subprocess.run(
-        [sys.executable, "-m", "asyncrun", *create, "--role", "write"],
+        [sys.executable, "-m", "asyncrun", *create, "--role", "run"],
         capture_output=True,
         text=True,
         timeout=60,

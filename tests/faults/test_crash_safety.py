@@ -101,8 +101,10 @@ async def test_sigkill_mid_flush_many_times_loses_nothing_acknowledged(
 def test_a_started_run_and_its_execution_are_written_in_one_transaction(tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
+    from asyncrun._core.launch import Launch
     from asyncrun._core.records import new_run
 
+    launch = Launch(python="python3", env={})
     store = SQLiteStore(tmp_path / "runs.sqlite3")
     try:
         run = new_run(project="p", kind="command+job", id="r", now=datetime.now(UTC), spec=SPEC)
@@ -112,12 +114,13 @@ def test_a_started_run_and_its_execution_are_written_in_one_transaction(tmp_path
             raise asyncrun.InvalidTransition("no")
 
         with pytest.raises(asyncrun.InvalidTransition):
-            store.modify("p", "r", refuse, execute=True)
+            store.modify("p", "r", refuse, execute=launch)
         assert store.latest_execution("p", "r") is None  # nothing half-written
 
-        store.modify("p", "r", lambda r: r, execute=True)
+        store.modify("p", "r", lambda r: r, execute=launch)
         execution = store.latest_execution("p", "r")
         assert execution is not None
         assert execution.number == 1
+        assert execution.launch == launch
     finally:
         store.close()

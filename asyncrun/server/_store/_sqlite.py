@@ -15,16 +15,18 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import attrs
 
 from ... import _serde
+from ..._core import launch as _launch
 from ..._core.auth import Grant
 from ..._core.errors import AlreadyExists, NotFound, RevisionConflict, StorageFull
 from ..._core.metrics import Mode, Op
 from ..._core.query import Changes, Cursor, ListQuery, to_microseconds
 from ..._core.records import LogLine, Run, State
+from .._procs import private_dir, private_file
 from . import _metrics, _tokens
 from ._metrics import BatchResult
 
@@ -79,6 +81,14 @@ MIGRATIONS: Final[Sequence[Sequence[str]]] = (
     ),
     _metrics.MIGRATION,
     _tokens.MIGRATION,
+    (
+        *_tokens.ROLES_MIGRATION,
+        # How each execution is launched, and the user an isolated one runs as.
+        "ALTER TABLE executions ADD COLUMN launch BLOB",
+        "ALTER TABLE executions ADD COLUMN uid INTEGER",
+        # Label rows are replaced on every write of a run: find them by run, not by scan.
+        "CREATE INDEX run_labels_by_run ON run_labels (project, id)",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -92,7 +102,7 @@ class Execution:
     """One start of a run and the job process that carries it out.
 
     ``pid`` is ``None`` until the agent has started the job; ``ended_us`` is set once the
-    agent has recorded how it ended.
+    agent has recorded how it ended. ``uid`` is the user an isolated job runs as.
     """
 
     project: str
@@ -102,6 +112,29 @@ class Execution:
     pid: int | None
     pid_started: float | None
     ended_us: int | None
+    launch: _launch.Launch | None = None
+    uid: int | None = None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Execution:
+        project, id_, number, reserved_us, pid, pid_started, ended_us, launch, uid = row
+        loaded = None if launch is None else _launch.from_data(_serde.loads(launch))
+        return cls(project, id_, number, reserved_us, pid, pid_started, ended_us, loaded, uid)
+
+    @property
+    def key(self) -> str:
+        """``project/id/number``: names this execution, e.g. in its processes' environment."""
+        return f"{self.project}/{self.id}/{self.number}"
+
+    @property
+    def ident(self) -> Ident:
+        """What tells this execution from any other, also of a run deleted and re-created."""
+        return (self.project, self.id, self.number, self.reserved_us)
+
+
+Ident = tuple[str, str, int, int]
+"""``(project, id, number, reserved_us)`` of an execution."""
+_MATCH: Final = "project = ? AND id = ? AND execution = ? AND reserved_us = ?"
 
 
 def _from_us(value: int) -> datetime:
@@ -117,7 +150,12 @@ class SQLiteStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Tokens bypass nothing if the file can be read: the database and its WAL and SHM
+        # (SQLite gives them the database's mode) are its owner's only.
+        private_dir(self.path.parent)
+        private_file(self.path)
+        for suffix in ("-wal", "-shm"):
+            private_file(self.path.with_name(self.path.name + suffix), create=False)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL keeps the database consistent after a crash and loses at most the
@@ -302,14 +340,22 @@ class SQLiteStore:
                 )
 
     def modify(
-        self, project: str, id: str, change: Callable[[Run], Run], *, execute: bool = False
+        self,
+        project: str,
+        id: str,
+        change: Callable[[Run], Run],
+        *,
+        execute: _launch.Launch | None = None,
+        of: Ident | None = None,
     ) -> Run:
         """Read a run, apply ``change`` and write the result, all in one transaction.
 
         ``change`` is a pure function; if it raises, nothing is written. The revision is
         bumped here, so concurrent writers (server, supervisors) serialise on SQLite's lock.
-        With ``execute``, the same transaction reserves the run's next execution: a crash
-        can never leave a READY run that no agent will start.
+        With ``execute``, the same transaction reserves the run's next execution, launched
+        so: a crash can never leave a READY run that no agent will start. With ``of``, the
+        change is made only while that execution exists: a job of a run that was deleted
+        (and perhaps re-created with the same id) never writes to another run.
 
         Raises:
             NotFound: if there is no such run.
@@ -318,7 +364,7 @@ class SQLiteStore:
             row = db.execute(
                 "SELECT doc FROM runs WHERE project = ? AND id = ?", (project, id)
             ).fetchone()
-            if row is None:
+            if row is None or (of is not None and not self._execution_exists(db, of)):
                 raise _not_found(project, id)
             current = self._load(row[0])
             revision = current.metadata.revision
@@ -326,8 +372,8 @@ class SQLiteStore:
             new = attrs.evolve(new, metadata=attrs.evolve(new.metadata, revision=revision + 1))
             updated = self._update(db, new, revision)
             assert updated, "the row is locked by this transaction"
-            if execute:
-                self._new_execution(db, project, id)
+            if execute is not None:
+                self._new_execution(db, project, id, execute)
             return new
 
     def get(self, project: str, id: str) -> Run | None:
@@ -343,6 +389,7 @@ class SQLiteStore:
             cursor = db.execute("DELETE FROM runs WHERE project = ? AND id = ?", (project, id))
             for table in ("run_labels", "logs", "executions"):
                 db.execute(f"DELETE FROM {table} WHERE project = ? AND id = ?", (project, id))
+            _tokens.revoke_jobs(db, f"{project}/{id}")  # its job's token dies with the run
             _metrics.delete(db, project, id)
             if cursor.rowcount == 1:
                 self._next_seq(db)  # a deletion is a change watchers must see
@@ -418,7 +465,8 @@ class SQLiteStore:
     # -- executions -----------------------------------------------------------------------
 
     _EXECUTION = (
-        "SELECT project, id, execution, reserved_us, pid, pid_started, ended_us FROM executions"
+        "SELECT project, id, execution, reserved_us, pid, pid_started, ended_us, launch, uid"
+        " FROM executions"
     )
 
     def latest_execution(self, project: str, id: str) -> Execution | None:
@@ -427,16 +475,18 @@ class SQLiteStore:
             f"{self._EXECUTION} WHERE project = ? AND id = ? ORDER BY execution DESC LIMIT 1",
             (project, id),
         ).fetchone()
-        return None if row is None else Execution(*row)
+        return None if row is None else Execution.from_row(row)
 
     def open_executions(self, *, unstarted: bool = False) -> list[Execution]:
         """Executions that have not ended (only those not started yet, if ``unstarted``)."""
         where = "WHERE ended_us IS NULL" + (" AND pid IS NULL" if unstarted else "")
         rows = self._db.execute(f"{self._EXECUTION} {where}").fetchall()
-        return [Execution(*row) for row in rows]
+        return [Execution.from_row(row) for row in rows]
 
     @staticmethod
-    def _new_execution(db: sqlite3.Connection, project: str, id: str) -> int:
+    def _new_execution(
+        db: sqlite3.Connection, project: str, id: str, launch: _launch.Launch
+    ) -> int:
         """Reserve the next execution number of a run (the agent will start it)."""
         row = db.execute(
             "SELECT coalesce(max(execution), 0) + 1 FROM executions WHERE project = ? AND id = ?",
@@ -444,30 +494,34 @@ class SQLiteStore:
         ).fetchone()
         number = int(row[0])
         db.execute(
-            "INSERT INTO executions VALUES (?, ?, ?, ?, NULL, NULL, NULL)",
-            (project, id, number, time.time_ns() // 1000),
+            "INSERT INTO executions (project, id, execution, reserved_us, launch)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (project, id, number, time.time_ns() // 1000, _serde.dumps(_launch.to_data(launch))),
         )
         return number
 
+    @staticmethod
+    def _execution_exists(db: sqlite3.Connection, ident: Ident) -> bool:
+        return db.execute(f"SELECT 1 FROM executions WHERE {_MATCH}", ident).fetchone() is not None
+
     def set_execution_pid(
-        self, project: str, id: str, number: int, pid: int, pid_started: float
+        self, ident: Ident, pid: int, pid_started: float, uid: int | None = None
     ) -> None:
-        """Record the job process of an execution."""
+        """Record the job process of an execution (and the user it runs as, if isolated)."""
         with self._write() as db:
             db.execute(
-                "UPDATE executions SET pid = ?, pid_started = ?"
-                " WHERE project = ? AND id = ? AND execution = ?",
-                (pid, pid_started, project, id, number),
+                f"UPDATE executions SET pid = ?, pid_started = ?, uid = ? WHERE {_MATCH}",
+                (pid, pid_started, uid, *ident),
             )
 
-    def end_execution(self, project: str, id: str, number: int) -> None:
+    def end_execution(self, ident: Ident) -> None:
         """Mark an execution as ended; the token its job was given stops working."""
         with self._write() as db:
-            db.execute(
-                "UPDATE executions SET ended_us = ? WHERE project = ? AND id = ? AND execution = ?",
-                (time.time_ns() // 1000, project, id, number),
-            )
-            _tokens.revoke_jobs(db, f"{project}/{id}")
+            now_us = time.time_ns() // 1000
+            sql = f"UPDATE executions SET ended_us = ? WHERE {_MATCH}"
+            ended = db.execute(sql, (now_us, *ident))
+            if ended.rowcount:  # else the run was deleted: its tokens went with it
+                _tokens.revoke_jobs(db, f"{ident[0]}/{ident[1]}")
 
     def ids_in_state(self, state: State) -> set[tuple[str, str]]:
         """``(project, id)`` of every run in ``state``."""
@@ -476,21 +530,16 @@ class SQLiteStore:
 
     # -- logs -----------------------------------------------------------------------------
 
-    def append_logs(
-        self, lines: Mapping[tuple[str, str], Sequence[tuple[str, int, str]]], keep: int
-    ) -> None:
-        """Append ``(stream, time_us, text)`` lines to several runs' logs in one transaction.
+    def append_logs(self, lines: Mapping[Ident, Sequence[tuple[str, int, str]]], keep: int) -> None:
+        """Append ``(stream, time_us, text)`` lines of executions to their runs' logs at once.
 
-        Only the newest ``keep`` lines of each run are kept. Runs deleted meanwhile are skipped.
+        Only the newest ``keep`` lines of each run are kept. Lines of executions that no
+        longer exist (their run was deleted) are dropped.
         """
         with self._write() as db:
-            for (project, id), batch in lines.items():
-                if (
-                    db.execute(
-                        "SELECT 1 FROM runs WHERE project = ? AND id = ?", (project, id)
-                    ).fetchone()
-                    is None
-                ):
+            for ident, batch in lines.items():
+                project, id = ident[0], ident[1]
+                if not self._execution_exists(db, ident):
                     continue  # deleted: its lines must not reach a new run with the same id
                 row = db.execute(
                     "SELECT coalesce(max(line_no), -1) + 1 FROM logs WHERE project = ? AND id = ?",

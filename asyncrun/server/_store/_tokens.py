@@ -23,6 +23,12 @@ MIGRATION: Final = (
 )
 """Schema of the tokens table; ``run`` is ``project/id`` for the token a job was given."""
 
+ROLES_MIGRATION: Final = (
+    # Before the run role existed, a write token could also start runs: it keeps doing so.
+    "ALTER TABLE tokens ADD COLUMN upgraded INTEGER NOT NULL DEFAULT 0",
+    "UPDATE tokens SET role = 'run', upgraded = 1 WHERE role = 'write' AND run IS NULL",
+)
+
 
 @attrs.frozen
 class TokenInfo:
@@ -32,6 +38,8 @@ class TokenInfo:
     description: str | None
     run: str | None
     created_us: int
+    upgraded: bool = False
+    """A write token from before the run role, given it so that it keeps working."""
 
 
 def add(
@@ -45,7 +53,8 @@ def add(
 ) -> None:
     """Store a token's digest and what it allows."""
     db.execute(
-        "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO tokens (id, hash, role, projects, description, run, created_us)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
         (grant.token_id, digest, grant.role, orjson.dumps(sorted(grant.projects)).decode(),
          description, run, now_us),
     )  # fmt: skip
@@ -63,11 +72,18 @@ def lookup(db: sqlite3.Connection, token_id: str) -> tuple[Grant, bytes] | None:
 def listing(db: sqlite3.Connection) -> list[TokenInfo]:
     """Every token, oldest first."""
     rows = db.execute(
-        "SELECT id, role, projects, description, run, created_us FROM tokens ORDER BY created_us"
+        "SELECT id, role, projects, description, run, created_us, upgraded FROM tokens"
+        " ORDER BY created_us"
     ).fetchall()
     return [
-        TokenInfo(Grant(id_, role, frozenset(orjson.loads(projects))), description, run, created)
-        for id_, role, projects, description, run, created in rows
+        TokenInfo(
+            Grant(id_, role, frozenset(orjson.loads(projects))),
+            description,
+            run,
+            created,
+            bool(upgraded),
+        )
+        for id_, role, projects, description, run, created, upgraded in rows
     ]
 
 
