@@ -52,3 +52,23 @@ def metrics(n: int) -> int:
     for i in range(n):
         run.log_metric("step", i)
     return n
+
+
+def interpreter() -> str:
+    import sys
+
+    return sys.executable
+
+
+def start_another() -> str:
+    """Try to create and start a run in this job's project with the job's own token."""
+    import asyncrun
+
+    own = asyncrun.current_run()
+    with asyncrun.Client() as client:
+        other = client.new_run(own.project, "command+job", spec={"command": ["true"]})
+        try:
+            other.run()
+        except asyncrun.AsyncRunError as exc:
+            return f"refused: {exc}"
+        return "started"

@@ -37,6 +37,42 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ASYNCRUN_HOME", str(tmp_path / "home"))
 
 
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the ``asyncrun`` command in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "asyncrun", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def create_token(db: Path, *projects: str, role: str = "run") -> str:
+    """A new token of ``role`` on ``projects``, made by ``asyncrun server token create``."""
+    args = ["server", "token", "create", "--db", str(db), "--role", role]
+    for project in projects:
+        args += ["--project", project]
+    done = cli(*args)
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.splitlines()[-1]
+    assert token.startswith("art_")
+    assert token not in done.stderr
+    return token
+
+
+def wait_for(check: Any, what: str, timeout: float = 60.0) -> Any:
+    """Poll ``check()`` until it returns something true (bounded); return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -173,5 +209,18 @@ def processes_with(marker: str) -> list[int]:
 
 
 def agent_pids(db: Path) -> list[int]:
-    """Pids of the agent serving the database ``db``."""
-    return [pid for pid in processes_with(str(db)) if pid in processes_with("_agent")]
+    """Pids of the agent serving the database ``db``.
+
+    A child the agent has forked but not yet exec'd shows the agent's command line: left out.
+    """
+    import psutil
+
+    agents = processes_with("asyncrun.server._agent")
+    found = [pid for pid in processes_with(str(db)) if pid in agents]
+    parents = {}
+    for pid in found:
+        try:
+            parents[pid] = psutil.Process(pid).ppid()
+        except psutil.Error:
+            continue
+    return [pid for pid, parent in parents.items() if parent not in found]

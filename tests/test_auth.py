@@ -2,44 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import ssl
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
-from conftest import ServerProcess, job_spec
+from conftest import ServerProcess, cli, create_token, job_spec
 
 import asyncrun
 
 SPEC = {"command": ["true"]}
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "asyncrun", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
-
-
-def create_token(db: Path, *projects: str, role: str = "run") -> str:
-    args = ["server", "token", "create", "--db", str(db), "--role", role]
-    for project in projects:
-        args += ["--project", project]
-    done = cli(*args)
-    assert done.returncode == 0, done.stderr
-    token = done.stdout.splitlines()[-1]
-    assert token.startswith("art_")
-    assert token not in done.stderr
-    return token
 
 
 @pytest.fixture(scope="module")
