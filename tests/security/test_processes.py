@@ -14,9 +14,9 @@ from conftest import ServerProcess, agent_pids, wait_for
 import asyncrun
 from asyncrun.server._store._sqlite import SQLiteStore
 
-# The job prints the pid of a child that left its process group and its parent (setsid in a
-# subshell that exits: a double fork), then lives on, or ends at once.
-LEAVE_A_CHILD = "( setsid sleep 300 >/dev/null 2>&1 & echo $! ); "
+# The job starts a child that leaves its process group and its parent (setsid in a subshell
+# that exits: a double fork) and prints its own pid; then the job lives on, or ends.
+LEAVE_A_CHILD = "( setsid sh -c 'echo $$; exec sleep 300 >/dev/null 2>&1' & ); sleep 0.5; "
 
 
 def _gone(pid: int) -> bool:
