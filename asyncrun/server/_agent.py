@@ -52,7 +52,7 @@ from .._core.errors import AsyncRunError, NotFound, StorageFull
 from .._core.records import Run, State
 from .._core.states import TERMINAL, transition
 from ..kinds import Outcome
-from . import _procs
+from . import _launching, _procs
 from ._procs import MARKER, killpg
 from ._store._sqlite import Execution, Ident, SQLiteStore
 
@@ -212,6 +212,9 @@ class Agent:
                 self.end_processes(job)
             self.release()
 
+    def jobs_uids(self) -> set[int]:
+        return {job.uid for job in self.jobs.values() if job.uid is not None}
+
     def leaders(self) -> set[int]:
         return {job.proc.pid for job in self.jobs.values()}
 
@@ -240,7 +243,7 @@ class Agent:
             if execution.uid is not None:
                 _procs.kill_user(execution.uid)
             else:
-                _kill_orphaned_group(execution)
+                _procs.kill_lost_group(execution.pid, execution.pid_started)
                 _procs.kill_all(_procs.with_marker(execution.key))
 
             def lose(r: Run) -> Run:
@@ -328,16 +331,16 @@ class Agent:
         try:
             if kind is None:
                 raise ValueError(f"no kind {run.kind!r} is registered in the agent")
-            uid = self._user_for(launch)
-            run_dir = self._run_dir(launch, execution, uid)
+            uid = _launching.user_for(launch, self.uids, self.jobs_uids())
+            run_dir = _launching.run_dir(launch, execution.project, execution.id, uid)
             spec = kind.process(run.spec, scratch, launch.python)
             cwd = _launch.job_cwd(launch, spec.cwd, run_dir)
             own = self._own_env(execution, launch)
             if uid is not None:
                 # The job's home and temporary files are its own; nothing of root's.
                 own |= {"HOME": run_dir or str(scratch), "TMPDIR": str(scratch)}
-                _chown_tree(scratch, uid)
-                self._check_reachable(spec, cwd, own, launch, uid)
+                _launching.chown_tree(scratch, uid)
+                _launching.check_reachable(spec, cwd, own, launch, uid)
             env = _launch.job_env(launch, spec.env, own)
             proc = subprocess.Popen(
                 spec.argv,
@@ -388,64 +391,6 @@ class Agent:
 
         if self._modify(project, id_, running, execution) is None:
             job.stop_requested = True
-
-    def _user_for(self, launch: _launch.Launch) -> int | None:
-        """The uid an execution runs as: its own if isolated, else this agent's (``None``)."""
-        if not launch.isolate:
-            return None
-        if os.geteuid() != 0:
-            raise ValueError("isolated jobs need an agent running as root")
-        taken = {job.uid for job in self.jobs.values() if job.uid is not None}
-        uid = _procs.free_uid(self.uids[0], self.uids[1], taken)
-        if uid is None:
-            raise ValueError(f"no free uid in {self.uids[0]}-{self.uids[1]} for the job")
-        _procs.kill_user(uid)  # nothing of an earlier job of this uid may meet this one
-        return uid
-
-    @staticmethod
-    def _run_dir(launch: _launch.Launch, execution: Execution, uid: int | None) -> str | None:
-        """The run's own folder in the server's jobs folder (kept across resumes)."""
-        if launch.jobs_dir is None:
-            return None
-        jobs = Path(launch.jobs_dir)
-        if not jobs.exists():
-            jobs.mkdir(parents=True, exist_ok=True)
-        # Isolated users may enter the jobs folder (to reach their run's) but not list it.
-        os.chmod(jobs, 0o711 if launch.isolate else 0o700)
-        project = jobs / execution.project
-        project.mkdir(exist_ok=True)
-        os.chmod(project, 0o711 if launch.isolate else 0o700)
-        folder = project / execution.id
-        folder.mkdir(exist_ok=True)
-        if uid is not None:
-            _chown_tree(folder, uid)
-        return str(folder)
-
-    @staticmethod
-    def _check_reachable(
-        spec: kinds.ProcessSpec,
-        cwd: str,
-        env: dict[str, str],
-        launch: _launch.Launch,
-        uid: int,
-    ) -> None:
-        program = spec.argv[0]
-        path = {**launch.env, **spec.env, **env}.get("PATH", _launch.DEFAULT_PATH)
-        found = program if "/" in program else shutil.which(program, path=path)
-        if found is None:
-            raise ValueError(f"{program!r} is not found on the job's PATH ({path})")
-        for what, target, execute in (
-            ("program", found, True),
-            ("working folder", cwd, True),
-            *(("file", read, False) for read in spec.reads),
-        ):
-            why = _procs.unreachable(target, uid, uid, execute=execute)
-            if why:
-                raise ValueError(
-                    f"the isolated job (uid {uid}) cannot reach its {what} {target}: {why}. "
-                    "Install Python and code where every user may read them (e.g. /opt or "
-                    "/usr/local, not under /root), or run the server without --isolate-jobs"
-                )
 
     # -- output ---------------------------------------------------------------------------
 
@@ -554,45 +499,6 @@ class Agent:
         self.store.end_execution(job.execution.ident)
         shutil.rmtree(job.scratch, ignore_errors=True)
         del self.jobs[job.key]
-
-
-def _kill_orphaned_group(execution: Execution) -> None:
-    """SIGKILL what is left of a lost job's process group.
-
-    The leader may be dead (PDEATHSIG) while its children live on. The kernel never reuses a
-    pid that is still some group's id, so if no process has the leader's pid, a group with that
-    id can only be the job's; if a process with that pid exists but is not the leader (its
-    start time differs), the pid was reused after the whole group ended: leave it alone.
-    """
-    assert execution.pid is not None
-    try:
-        process = psutil.Process(execution.pid)
-        if abs(process.create_time() - (execution.pid_started or 0.0)) >= 0.05:
-            return
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.Error:
-        return
-    killpg(execution.pid, signal.SIGKILL)
-
-
-def _is_alive(execution: Execution) -> bool:
-    if execution.pid is None:
-        return False
-    try:
-        process = psutil.Process(execution.pid)
-        same = abs(process.create_time() - (execution.pid_started or 0.0)) < 0.05
-        return same and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _chown_tree(path: Path, uid: int) -> None:
-    """Give ``path`` and everything in it to ``uid`` (an isolated job's user)."""
-    os.chown(path, uid, uid, follow_symlinks=False)
-    for root, dirs, files in os.walk(path):
-        for name in (*dirs, *files):
-            os.chown(os.path.join(root, name), uid, uid, follow_symlinks=False)
 
 
 def main(argv: list[str] | None = None) -> int:

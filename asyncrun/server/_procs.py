@@ -70,6 +70,25 @@ def _marker(process: psutil.Process) -> str | None:
         return None
 
 
+def kill_lost_group(pid: int, started: float | None) -> None:
+    """SIGKILL what is left of a lost job's process group.
+
+    The leader may be dead (PDEATHSIG) while its children live on. The kernel never reuses a
+    pid that is still some group's id, so if no process has the leader's pid, a group with that
+    id can only be the job's; if a process with that pid exists but is not the leader (its
+    start time differs), the pid was reused after the whole group ended: leave it alone.
+    """
+    try:
+        process = psutil.Process(pid)
+        if abs(process.create_time() - (started or 0.0)) >= 0.05:
+            return
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.Error:
+        return
+    killpg(pid, signal.SIGKILL)
+
+
 def kill_all(processes: Iterable[psutil.Process]) -> None:
     """SIGKILL each process (and its descendants), ignoring those already gone."""
     for process in list(processes):
