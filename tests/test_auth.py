@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -218,7 +219,11 @@ def test_no_auth_on_loopback_says_so(tmp_path: Path) -> None:
         assert httpx.get(api(server, "alpha")).status_code == 200
     finally:
         server.stop()
-    assert "authentication is OFF (--no-auth)" in server.log.read_text()
+    log = " ".join(server.log.read_text().split())
+    assert "authentication is OFF (--no-auth)" in log
+    assert "every local user included, may read and change every run and run commands" in log
+    root_warning = "this server runs as root without --isolate-jobs: every job runs as root"
+    assert (root_warning in log) == (os.geteuid() == 0)
 
 
 @pytest.fixture
