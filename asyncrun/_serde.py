@@ -29,9 +29,18 @@ from ruamel.yaml.events import (
     SequenceStartEvent,
 )
 
-from ._core.errors import MalformedRequest, PayloadTooLarge, ValidationError
+from ._core.errors import CorruptRecord, MalformedRequest, PayloadTooLarge, ValidationError
 from ._core.metrics import check_key, decode_value, encode_value
-from ._core.records import LogLine, Metadata, Run, State, Status, Transition, validate
+from ._core.records import (
+    LogLine,
+    Metadata,
+    Run,
+    State,
+    Status,
+    Transition,
+    check_names,
+    validate,
+)
 
 T = TypeVar("T")
 
@@ -264,9 +273,23 @@ def run_from_stored(payload: bytes) -> Run:
     """Decode a run the store wrote itself: it was validated before it was written.
 
     Typed structuring still builds the record; only the checks that guard against foreign
-    input (nesting depth, field rules) are skipped.
+    input (nesting depth, field rules) are skipped, except the names: kind, id and project
+    become file names (``export()`` writes ``runs-<id>.yaml``), so a store changed behind
+    asyncrun's back must not smuggle a path in.
+
+    Raises:
+        CorruptRecord: if the stored record's kind, id or project is not a valid name.
     """
-    return _share(converter.structure(orjson.loads(payload), Run))
+    run = converter.structure(orjson.loads(payload), Run)
+    try:
+        check_names(run)
+    except ValueError as exc:
+        raise CorruptRecord(
+            f"a stored run record is corrupt ({exc}): the store was changed outside asyncrun; "
+            "restore the database from a backup",
+            detail={"kind": run.kind, "id": run.id, "project": run.project},
+        ) from None
+    return _share(run)
 
 
 # Characters a YAML reader may take for line breaks or that plain and single-quoted styles

@@ -141,6 +141,28 @@ def _files(folder: Path, pattern: str) -> list[Path]:
     return list(folder.rglob(pattern))
 
 
+async def test_a_tampered_record_on_a_server_is_a_typed_error_at_once(
+    server: Any, project: str, tmp_path: Path
+) -> None:
+    async with asyncrun.AsyncClient(server.url, context=tmp_path) as client:
+        await client.new_run(project, "command+job", id="r1", spec={"command": ["true"]})
+        where = (project, "r1")
+        with sqlite3.connect(server.db) as db:
+            (good,) = db.execute(
+                "SELECT doc FROM runs WHERE project = ? AND id = ?", where
+            ).fetchone()
+            bad = json.dumps({**json.loads(good), "id": "../../evil"}).encode()
+            db.execute("UPDATE runs SET doc = ? WHERE project = ? AND id = ?", (bad, *where))
+        try:
+            with pytest.raises(asyncrun.CorruptRecord, match="corrupt") as refused:
+                await client.get_run(project, "r1")
+            assert refused.value.attempts == 1  # asking again cannot help: not retried
+        finally:
+            with sqlite3.connect(server.db) as db:
+                db.execute("UPDATE runs SET doc = ? WHERE project = ? AND id = ?", (good, *where))
+    assert not _files(tmp_path, "*.yaml")
+
+
 async def test_export_refuses_a_record_whose_id_is_not_a_name(
     client: asyncrun.AsyncClient, project: str, tmp_path: Path
 ) -> None:

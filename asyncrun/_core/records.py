@@ -150,8 +150,10 @@ def check_time(what: str, value: datetime | None) -> None:
         raise ValueError(f"{what} must be timezone-aware (use datetime.now(timezone.utc))")
 
 
-def validate(run: Run) -> Run:
-    """Check the invariants of a run record, raising ``ValueError`` with what is wrong.
+def check_names(run: Run) -> Run:
+    """Check the names that become keys and file names: kind, id and project.
+
+    ``export()`` writes ``runs-<id>.yaml``: an id such as ``../../x`` would leave the folder.
 
     Returns:
         The same run, so the call can be chained.
@@ -159,6 +161,16 @@ def validate(run: Run) -> Run:
     check_kind(run.kind)
     check_name("id", run.id)
     check_name("project", run.project)
+    return run
+
+
+def validate(run: Run) -> Run:
+    """Check the invariants of a run record, raising ``ValueError`` with what is wrong.
+
+    Returns:
+        The same run, so the call can be chained.
+    """
+    check_names(run)
     if run.metadata.project != run.project:
         raise ValueError(
             f"metadata.project ({run.metadata.project!r}) must equal project ({run.project!r})"

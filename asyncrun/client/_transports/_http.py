@@ -13,6 +13,7 @@ from ... import _config, _serde
 from ..._core.errors import (
     AlreadyExists,
     AsyncRunError,
+    CorruptRecord,
     NotFound,
     RevisionConflict,
     TransportError,
@@ -139,6 +140,7 @@ class HTTPTransport(AsyncTransport):
                 delay = _BACKOFF.delay(attempt - 1, random.random(), exc.retry_after)
                 allowed = retry == "idempotent" or (retry == "unsent" and unsent)
                 allowed = allowed and not _tls_refused(exc)  # a bad certificate stays bad
+                allowed = allowed and not isinstance(exc, CorruptRecord)  # so does a bad record
                 if not allowed or anyio.current_time() + delay > give_up:
                     exc.attempts = attempt
                     raise
