@@ -66,6 +66,9 @@ class AsyncClient:
             threads other than the event loop's) until the flusher has made room.
         exit_flush_timeout: Seconds the final flush at close may take; defaults to
             ``ASYNCRUN_EXIT_FLUSH_TIMEOUT`` or 10. What is not sent by then is reported.
+        max_connections: Connections to the server open at once for short requests (100).
+            Log follows and waits have a pool of their own (1,000 connections), so they
+            never take these.
 
     Example:
         >>> async with asyncrun.AsyncClient() as client:  # doctest: +SKIP
@@ -86,18 +89,20 @@ class AsyncClient:
         flush_at: int = 10_000,
         metric_buffer_size: int = 1_000_000,
         exit_flush_timeout: float | None = None,
+        max_connections: int | None = None,
     ) -> None:
         self.context = Path(context) if context is not None else _config.context()
         self.endpoint = endpoint or _config.endpoint()
         if transport is not None:
             self._transport = transport
         elif self.endpoint is not None:
-            from ._transports._http import HTTPTransport
+            from ._transports._http import MAX_CONNECTIONS, HTTPTransport
 
             self._transport = HTTPTransport(
                 self.endpoint,
                 token=token,
                 timeout=timeout if timeout is not None else _config.timeout(),
+                max_connections=max_connections or MAX_CONNECTIONS,
             )
         else:
             from ._transports._embedded import EmbeddedTransport
