@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import select
 import sqlite3
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import anyio
 import numpy as np
 import pytest
+from test_cli import Cli, backend_env
 
 import asyncrun
 from asyncrun import _config, _serde
@@ -303,3 +308,80 @@ async def test_numpy_complex_values_are_a_clear_type_error(
         with pytest.raises(TypeError, match="complex"):
             log()
     assert not client._metrics.items  # nothing buffered
+
+
+# -- 16: the command line: a mistyped kind creates nothing; waits on CREATED runs say so ------
+
+
+@pytest.fixture(params=["embedded", "http"])
+def cli(request: pytest.FixtureRequest) -> Cli:
+    return Cli(request.param, backend_env(request, request.param))
+
+
+def test_a_mistyped_kind_creates_nothing_and_names_the_closest_kind(cli: Cli) -> None:
+    done = cli("run", "pyhton+job", "--set", "handler=train:main")
+    assert done.returncode == 2, done.stderr
+    assert "unknown kind 'pyhton+job' (did you mean python+job?)" in done.stderr
+    assert "command+job, python+job" in done.stderr
+    done = cli("run", "-p", "other", "nonsense", "--", "echo", "hi")  # nothing close
+    assert done.returncode == 2, done.stderr
+    assert "did you mean" not in done.stderr
+    done = cli("run", "python+job", "--set", "parameters.lr=0.1")  # no handler
+    assert done.returncode == 2, done.stderr
+    assert "invalid spec for python+job" in done.stderr
+    assert json.loads(cli.ok("ls", "--json")) == []
+    assert json.loads(cli.ok("-p", "other", "ls", "--json")) == []
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()
+    proc.communicate()  # and close its pipes
+
+
+def _read_until(stream: IO[bytes], marker: bytes, timeout: float = 60) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while marker not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, seen  # a bound on a wait for a condition, not a timing assertion
+        if select.select([stream], [], [], left)[0]:
+            chunk = os.read(stream.fileno(), 4096)
+            assert chunk, seen
+            seen += chunk
+    return seen
+
+
+@pytest.mark.parametrize("command", [("wait",), ("logs", "-f")], ids=["wait", "logs-f"])
+def test_waiting_on_a_run_nobody_started_says_so_and_keeps_waiting(
+    cli: Cli, command: tuple[str, ...]
+) -> None:
+    with cli.client() as client:
+        run = client.new_run(cli.project, "command+job", spec={"command": ["echo", "hi"]})
+        proc = cli.popen(*command, run.id)
+        try:
+            assert proc.stderr is not None
+            note = _read_until(proc.stderr, b"(Ctrl-C to give up)").decode()
+            assert f"run {run.id} is CREATED: nothing has started it yet" in note
+            assert proc.poll() is None  # still waiting: the run has not even started
+            run.run()
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            _end(proc)
+    assert proc.returncode == 0
+    assert out.decode() == ("hi\n" if command[0] == "logs" else f"run {run.id}: COMPLETED\n")
+
+
+def test_waiting_on_several_runs_names_those_nobody_started(cli: Cli) -> None:
+    with cli.client() as client:
+        idle = client.new_run(cli.project, "command+job", spec={"command": ["true"]})
+        started = client.new_run(cli.project, "command+job", spec={"command": ["true"]}).run()
+        proc = cli.popen("wait", idle.id, started.id)
+        try:
+            assert proc.stderr is not None
+            note = _read_until(proc.stderr, b"(Ctrl-C to give up)").decode()
+            assert f"1 of 2 runs are CREATED: nothing has started them yet ({idle.id})" in note
+            idle.run()
+            proc.communicate(timeout=60)
+        finally:
+            _end(proc)
+    assert proc.returncode == 0

@@ -6,8 +6,10 @@ kind does not know survive untouched; ``Metadata`` and ``Status`` keep unknown k
 
 from __future__ import annotations
 
+import difflib
 import enum
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -131,6 +133,17 @@ def check_kind(value: object) -> str:
             f"got {value!r}"
         )
     return value
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """``" (did you mean python+job?)"`` for the known name closest to a mistyped one, or ``""``.
+
+    Args:
+        word: What was typed.
+        known: The names it should have been one of.
+    """
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def check_label(value: object) -> str:
