@@ -327,8 +327,8 @@ def test_a_mistyped_kind_creates_nothing_and_names_the_closest_kind(cli: Cli) ->
     assert done.returncode == 2, done.stderr
     assert "did you mean" not in done.stderr
     done = cli("run", "python+job", "--set", "parameters.lr=0.1")  # no handler
-    assert done.returncode == 2, done.stderr
-    assert "invalid spec for python+job" in done.stderr
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("error: invalid spec for python+job: ")
     assert json.loads(cli.ok("ls", "--json")) == []
     assert json.loads(cli.ok("-p", "other", "ls", "--json")) == []
 

@@ -134,7 +134,8 @@ def check_runnable(kind: str, spec: dict[str, Any]) -> None:
     """Refuse an unknown kind or an invalid spec before anything is created.
 
     Raises:
-        click.UsageError: naming the closest known kind, or what is wrong in the spec.
+        click.UsageError: for an unknown kind, naming the closest known one.
+        click.ClickException: saying what is wrong in the spec.
     """
     known = kinds.get(kind)
     if known is None:
@@ -144,8 +145,8 @@ def check_runnable(kind: str, spec: dict[str, Any]) -> None:
         )
     try:
         known.validate(spec)
-    except ValueError as exc:
-        raise click.UsageError(f"invalid spec for {kind}: {exc}") from None
+    except ValueError as exc:  # exit 1, as when the backend refuses it
+        raise click.ClickException(f"invalid spec for {kind}: {exc}") from None
 
 
 def not_started_note(run: Run) -> str:
