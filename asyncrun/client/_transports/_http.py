@@ -183,9 +183,7 @@ class HTTPTransport(AsyncTransport):
         attempt = 1
         while True:
             try:
-                response = await self._once(
-                    method, path, params, content, headers, timeout, stream
-                )
+                response = await self._once(method, path, params, content, headers, timeout, stream)
             except TransportError as exc:
                 unsent = isinstance(exc.__cause__, _UNSENT)
                 delay = _BACKOFF.delay(attempt - 1, random.random(), exc.retry_after)
