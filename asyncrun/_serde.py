@@ -18,18 +18,29 @@ import orjson
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 from cattrs.v import format_exception
 from ruamel.yaml import YAML
+from ruamel.yaml.constructor import SafeConstructor
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.events import (
     AliasEvent,
     MappingEndEvent,
     MappingStartEvent,
+    ScalarEvent,
     SequenceEndEvent,
     SequenceStartEvent,
 )
 
-from ._core.errors import MalformedRequest, ValidationError
+from ._core.errors import CorruptRecord, MalformedRequest, PayloadTooLarge, ValidationError
 from ._core.metrics import check_key, decode_value, encode_value
-from ._core.records import LogLine, Metadata, Run, State, Status, Transition, validate
+from ._core.records import (
+    LogLine,
+    Metadata,
+    Run,
+    State,
+    Status,
+    Transition,
+    check_names,
+    validate,
+)
 
 T = TypeVar("T")
 
@@ -262,9 +273,23 @@ def run_from_stored(payload: bytes) -> Run:
     """Decode a run the store wrote itself: it was validated before it was written.
 
     Typed structuring still builds the record; only the checks that guard against foreign
-    input (nesting depth, field rules) are skipped.
+    input (nesting depth, field rules) are skipped, except the names: kind, id and project
+    become file names (``export()`` writes ``runs-<id>.yaml``), so a store changed behind
+    asyncrun's back must not smuggle a path in.
+
+    Raises:
+        CorruptRecord: if the stored record's kind, id or project is not a valid name.
     """
-    return _share(converter.structure(orjson.loads(payload), Run))
+    run = converter.structure(orjson.loads(payload), Run)
+    try:
+        check_names(run)
+    except ValueError as exc:
+        raise CorruptRecord(
+            f"a stored run record is corrupt ({exc}): the store was changed outside asyncrun; "
+            "restore the database from a backup",
+            detail={"kind": run.kind, "id": run.id, "project": run.project},
+        ) from None
+    return _share(run)
 
 
 # Characters a YAML reader may take for line breaks or that plain and single-quoted styles
@@ -333,8 +358,56 @@ def _bad(path: str, key: object, why: str) -> ValidationError:
     return ValidationError(f"{where}: {why}", detail={"field": where})
 
 
+MAX_RUN_FILE_BYTES: Final = 8 * 1024 * 1024
+"""Largest run file (YAML) :func:`from_yaml` and ``load_run`` read: 8 MiB.
+
+The pure-Python YAML parser takes seconds per megabyte and about ten times the file's size in
+memory, so a bigger file is refused before it is parsed. 8 MiB of YAML is about 5 MB of JSON,
+within what a server accepts in one request (8 MiB by default), so any file under the limit
+can be saved. What makes a run file big is a long metric list under ``status.metrics``.
+"""
+
+
+def check_run_file_size(size: int, where: str, *, at_least: bool = False) -> None:
+    """Refuse a run file larger than :data:`MAX_RUN_FILE_BYTES`.
+
+    Args:
+        size: The file's size in bytes (or how much of it was read, with ``at_least``).
+        where: What to call the file in the message (its path).
+        at_least: The file holds ``size`` bytes or more (it was not read to its end).
+
+    Raises:
+        PayloadTooLarge: naming the limit and what to do.
+    """
+    if size > MAX_RUN_FILE_BYTES:
+        what = f"more than {MAX_RUN_FILE_BYTES}" if at_least else f"{size}"
+        raise PayloadTooLarge(
+            f"{where} holds {what} bytes; a run file may hold at most {MAX_RUN_FILE_BYTES} "
+            "bytes (8 MiB, asyncrun._serde.MAX_RUN_FILE_BYTES): remove what makes it big "
+            "(long lists under status.metrics, large spec values) and load it again",
+            detail={"limit": MAX_RUN_FILE_BYTES, "size": None if at_least else size},
+        )
+
+
+_JSON_TAGS: Final = frozenset(
+    {"!"}
+    | {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")}
+)
+"""Explicit YAML tags a run file may use: those of the types JSON has (``!`` is a string)."""
+
+
+class _JSONConstructor(SafeConstructor):
+    """The safe constructor, with timestamps left as the strings they were written as."""
+
+
+# A value such as 2024-01-02 would otherwise come back as a date, and as a string only once
+# saved: the record would change on its way through the backend.
+_JSONConstructor.add_constructor("tag:yaml.org,2002:timestamp", SafeConstructor.construct_yaml_str)
+
+
 def _yaml() -> YAML:
     yaml = YAML(typ="safe", pure=True)
+    yaml.Constructor = _JSONConstructor
     yaml.default_flow_style = False
     # Keep the record's stable key order (ruamel types this attribute as None).
     yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
@@ -353,12 +426,27 @@ def to_yaml(run: Run) -> str:
     return stream.getvalue()
 
 
-def from_yaml(text: str) -> Run:
-    """Parse and validate a run from YAML (safe loader: no tags, no code).
+def from_yaml(text: str, where: str = "the run file") -> Run:
+    """Parse and validate a run from YAML: only what JSON can carry comes out.
+
+    Every value is a string, a number, a boolean, null, a list or a mapping, so a loaded
+    record saves unchanged. Implicit timestamps (``2024-01-02``, ``2024-01-02 03:04:05``) load
+    as the plain strings they were written as, which is what a save would make of them.
+    Explicit tags other than those of JSON's types (``!!str``, ``!!int``, ``!!float``,
+    ``!!bool``, ``!!null``, ``!!map``, ``!!seq``) are refused, ``!!timestamp``, ``!!binary``,
+    ``!!set`` and custom ``!tags`` included: asyncrun does not guess what they should become.
+    Aliases are refused too, and the text may hold at most :data:`MAX_RUN_FILE_BYTES`.
+
+    Args:
+        text: The YAML text.
+        where: What to call the text in error messages (a path).
 
     Raises:
-        ValidationError: if the text is not YAML or not a valid run record.
+        PayloadTooLarge: if the text is longer than :data:`MAX_RUN_FILE_BYTES` bytes.
+        ValidationError: if the text is not YAML, uses a refused tag or is not a valid run.
     """
+    if len(text) * 4 > MAX_RUN_FILE_BYTES:  # a character is at most 4 bytes of UTF-8
+        check_run_file_size(len(text.encode("utf-8", "surrogatepass")), where)
     try:
         _check_yaml_events(text)
         data = _yaml().load(text)
@@ -372,6 +460,15 @@ def _check_yaml_events(text: str) -> None:
     # values ("billion laughs"), and ruamel's composer recurses once per nesting level.
     depth = 0
     for event in _yaml().parse(text):
+        if isinstance(event, ScalarEvent | MappingStartEvent | SequenceStartEvent) and (
+            event.tag is not None and str(event.tag) not in _JSON_TAGS
+        ):
+            raise ValidationError(
+                f"line {event.start_mark.line + 1}: the file uses the YAML tag "
+                f"{_short_tag(str(event.tag))}, which asyncrun does not read: write the value "
+                "as a plain string, number, boolean, null, list or mapping",
+                detail={"line": event.start_mark.line + 1},
+            )
         if isinstance(event, AliasEvent):
             raise ValidationError(
                 "the file uses YAML aliases (*name), which asyncrun does not expand: "
@@ -386,6 +483,11 @@ def _check_yaml_events(text: str) -> None:
                 )
         elif isinstance(event, MappingEndEvent | SequenceEndEvent):
             depth -= 1
+
+
+def _short_tag(tag: str) -> str:
+    core = "tag:yaml.org,2002:"
+    return "!!" + tag[len(core) :] if tag.startswith(core) else tag
 
 
 def log_line_to_dict(line: LogLine) -> dict[str, Any]:

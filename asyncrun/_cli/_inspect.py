@@ -24,7 +24,7 @@ from ._app import (
     settings_of,
 )
 from ._output import finite, local_time, number, state_text, table, write_json
-from ._runs import stream_logs
+from ._runs import not_started_note, stream_logs
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -207,6 +207,8 @@ def logs_command(
       asyncrun logs ID -t --offset 100 | less
     """
     run = client_of(ctx).get_run(resolve_project(ctx, project), run_id)
+    if follow and run.status.state is State.CREATED:
+        settings_of(ctx).consoles.err.print(not_started_note(run), style="dim")
     try:
         stream_logs(run, follow=follow, offset=offset, timestamps=timestamps)
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ Each is a thin layer over the sync client (``asyncrun.Client``).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,8 +20,11 @@ from .. import (
     RevisionConflict,
     Run,
     State,
+    ValidationError,
     WaitTimeout,
+    kinds,
 )
+from .._core.records import did_you_mean
 from ._app import (
     DEFAULT_PROJECT,
     EXIT_FAILED,
@@ -126,6 +130,34 @@ def _interrupted(ctx: click.Context, run: Run, stop: bool) -> NoReturn:
     ctx.exit(EXIT_INTERRUPTED)
 
 
+def check_runnable(kind: str, spec: dict[str, Any]) -> None:
+    """Refuse an unknown kind or an invalid spec before anything is created.
+
+    Raises:
+        click.UsageError: for an unknown kind, naming the closest known one.
+        click.ClickException: saying what is wrong in the spec.
+    """
+    known = kinds.get(kind)
+    if known is None:
+        names = kinds.names()
+        raise click.UsageError(
+            f"unknown kind {kind!r}{did_you_mean(kind, names)}; the kinds are: {', '.join(names)}"
+        )
+    try:
+        known.validate(spec)
+    except ValueError as exc:  # exit 1, as when the backend refuses it
+        raise click.ClickException(f"invalid spec for {kind}: {exc}") from None
+
+
+def not_started_note(run: Run) -> str:
+    """What ``wait`` and ``logs -f`` say at once about a run nothing has started."""
+    return (
+        f"run {run.id} is CREATED: nothing has started it yet (start it with run() from "
+        "Python; `asyncrun run` creates runs and starts them); waiting for it to start and "
+        "end (Ctrl-C to give up)"
+    )
+
+
 def _merge_labels(*groups: list[str] | tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(label for group in groups for label in group))
 
@@ -224,6 +256,7 @@ def run_command(
         if not argv:
             raise click.UsageError("nothing after '--': give the command, as in -- echo hi")
         spec["command"] = argv
+    check_runnable(kind, spec)  # a typo must not leave a CREATED run behind
     if project_given(ctx, project):
         target = resolve_project(ctx, project)
     else:
@@ -239,7 +272,14 @@ def run_command(
         description=description if description is not None else template.description,
         user=template.user,
     )
-    run.run()
+    try:
+        run.run()
+    except ValidationError:
+        # The backend refused to start it (a kind this command does not know of, say): the
+        # run was only created to be started, so it goes.
+        with contextlib.suppress(AsyncRunError):
+            run.delete()
+        raise
     err = settings.consoles.err
     if not (wait_ or follow):
         click.echo(run.id)
@@ -297,6 +337,8 @@ def wait_command(
     ids = list(dict.fromkeys(run_ids))
     if len(ids) == 1:
         run = client.get_run(target, ids[0])
+        if run.status.state is State.CREATED:
+            consoles.err.print(not_started_note(run), style="dim")
         try:
             run.wait(log_info=False, timeout=timeout)
         except KeyboardInterrupt:
@@ -315,6 +357,14 @@ def wait_command(
         shown = ", ".join(repr(i) for i in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise click.ClickException(f"no run {shown}{more} in project {target!r}")
+    idle = [run_id for run_id, run in runs.items() if run.status.state is State.CREATED]
+    if idle:
+        shown = ", ".join(idle[:5]) + (f" and {len(idle) - 5} more" if len(idle) > 5 else "")
+        consoles.err.print(
+            f"{len(idle)} of {len(ids)} runs are CREATED: nothing has started them yet "
+            f"({shown}); waiting for them to start and end (Ctrl-C to give up)",
+            style="dim",
+        )
     live = consoles.err if consoles.err.is_terminal else None
     try:
         outcome = wait_many(client, target, runs, timeout, live)

@@ -141,6 +141,16 @@ class StorageFull(ServerError):
     status_code = 507
 
 
+class CorruptRecord(ServerError):
+    """A stored record cannot be read back as a run: the store was changed outside asyncrun.
+
+    Asking again cannot help, so the client does not retry it.
+    """
+
+    code = "corrupt_record"
+    status_code = 500
+
+
 class WaitTimeout(AsyncRunError, TimeoutError):
     """A wait ended because its timeout passed before the run reached a terminal state."""
 
@@ -166,6 +176,7 @@ _BY_CODE: dict[str, type[AsyncRunError]] = {
         RateLimited,
         ServerError,
         StorageFull,
+        CorruptRecord,
         WaitTimeout,
     )
 }

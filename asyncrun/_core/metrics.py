@@ -91,7 +91,10 @@ def _number(key: str, value: object) -> Number:
     if kind is int:
         return check_int(key, value)  # type: ignore[arg-type]
     if kind.__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
-        return _number(key, value.item())  # a numpy scalar
+        item = value.item()  # a numpy scalar (or 0-d array) as the Python number it holds
+        if type(item).__module__ != "numpy":
+            return _number(key, item)
+        return _wide_numpy(key, value)  # longdouble and clongdouble: no Python type holds them
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(
             f"metric {key!r}: a value must be an int or a float (or a list of them), "
@@ -102,10 +105,35 @@ def _number(key: str, value: object) -> Number:
     return check_int(key, int(value))  # an int subclass
 
 
+def _wide_numpy(key: str, value: Any) -> float:
+    """A numpy ``longdouble`` as the nearest float; ``clongdouble`` and the like refused.
+
+    ``float()`` rounds a long double to the nearest float64, as ``tolist()`` does for the
+    other numpy floats; a finite value beyond float64's range is refused, not made infinite.
+    """
+    dtype_kind = getattr(getattr(value, "dtype", None), "kind", None)
+    if dtype_kind == "f":
+        number = float(value)
+        if math.isinf(number) and value != number:
+            raise ValueError(
+                f"metric {key!r}: {value!r} is beyond the range of a float (float64); "
+                "scale it or log its logarithm"
+            )
+        return number
+    what = "a complex number" if dtype_kind == "c" else type(value).__name__
+    raise TypeError(
+        f"metric {key!r}: a value must be an int or a float (or a list of them), "
+        f"got {what} ({type(value).__name__}: {value!r}); log its real and imaginary parts "
+        "as two metrics"
+    )
+
+
 def check_value(key: str, value: object) -> Value:
     """Validate and normalise a metric value: a number, or a flat list of numbers.
 
-    numpy scalars and 1-d arrays are accepted (numpy is never imported here).
+    numpy scalars and 1-d arrays are accepted (numpy is never imported here). A numpy
+    ``longdouble`` becomes the nearest float (what the store keeps; extended precision is
+    lost); complex numbers, numpy's included, are refused.
 
     Raises:
         TypeError: naming the key, for bool, str, None, dict, nested lists and the like.

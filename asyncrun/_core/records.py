@@ -6,8 +6,10 @@ kind does not know survive untouched; ``Metadata`` and ``Status`` keep unknown k
 
 from __future__ import annotations
 
+import difflib
 import enum
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -133,6 +135,17 @@ def check_kind(value: object) -> str:
     return value
 
 
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """``" (did you mean python+job?)"`` for the known name closest to a mistyped one, or ``""``.
+
+    Args:
+        word: What was typed.
+        known: The names it should have been one of.
+    """
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def check_label(value: object) -> str:
     """Validate one label: a non-empty string without control characters."""
     if not isinstance(value, str) or not value or len(value) > MAX_LABEL_LENGTH:
@@ -150,8 +163,10 @@ def check_time(what: str, value: datetime | None) -> None:
         raise ValueError(f"{what} must be timezone-aware (use datetime.now(timezone.utc))")
 
 
-def validate(run: Run) -> Run:
-    """Check the invariants of a run record, raising ``ValueError`` with what is wrong.
+def check_names(run: Run) -> Run:
+    """Check the names that become keys and file names: kind, id and project.
+
+    ``export()`` writes ``runs-<id>.yaml``: an id such as ``../../x`` would leave the folder.
 
     Returns:
         The same run, so the call can be chained.
@@ -159,6 +174,16 @@ def validate(run: Run) -> Run:
     check_kind(run.kind)
     check_name("id", run.id)
     check_name("project", run.project)
+    return run
+
+
+def validate(run: Run) -> Run:
+    """Check the invariants of a run record, raising ``ValueError`` with what is wrong.
+
+    Returns:
+        The same run, so the call can be chained.
+    """
+    check_names(run)
     if run.metadata.project != run.project:
         raise ValueError(
             f"metadata.project ({run.metadata.project!r}) must equal project ({run.project!r})"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import uuid
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
@@ -10,6 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
+import anyio.to_thread
 import attrs
 from anyio.abc import TaskGroup
 
@@ -64,6 +66,9 @@ class AsyncClient:
             threads other than the event loop's) until the flusher has made room.
         exit_flush_timeout: Seconds the final flush at close may take; defaults to
             ``ASYNCRUN_EXIT_FLUSH_TIMEOUT`` or 10. What is not sent by then is reported.
+        max_connections: Connections to the server open at once for short requests (100).
+            Log follows and waits have a pool of their own (1,000 connections), so they
+            never take these.
 
     Example:
         >>> async with asyncrun.AsyncClient() as client:  # doctest: +SKIP
@@ -84,18 +89,20 @@ class AsyncClient:
         flush_at: int = 10_000,
         metric_buffer_size: int = 1_000_000,
         exit_flush_timeout: float | None = None,
+        max_connections: int | None = None,
     ) -> None:
         self.context = Path(context) if context is not None else _config.context()
         self.endpoint = endpoint or _config.endpoint()
         if transport is not None:
             self._transport = transport
         elif self.endpoint is not None:
-            from ._transports._http import HTTPTransport
+            from ._transports._http import MAX_CONNECTIONS, HTTPTransport
 
             self._transport = HTTPTransport(
                 self.endpoint,
                 token=token,
                 timeout=timeout if timeout is not None else _config.timeout(),
+                max_connections=max_connections or MAX_CONNECTIONS,
             )
         else:
             from ._transports._embedded import EmbeddedTransport
@@ -319,14 +326,28 @@ class AsyncClient:
         """Read a run from a YAML file written by ``export()``.
 
         The run is not written to the backend: call ``save()`` to create it there, or
-        ``save(update=True)`` to update the stored run.
+        ``save(update=True)`` to update the stored run. A file over
+        ``asyncrun._serde.MAX_RUN_FILE_BYTES`` (8 MiB) is refused before it is parsed; values
+        load as JSON types only (timestamps as the strings they were written as; other YAML
+        tags are refused), so the run saves unchanged.
 
         Raises:
+            PayloadTooLarge: if the file is larger than 8 MiB.
             ValidationError: if the file is not a valid run record.
         """
-        raw = await anyio.Path(path).read_bytes()
+        raw = await anyio.to_thread.run_sync(_read_run_file, Path(path))
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValidationError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8") from None
-        return AsyncRun(self, _serde.from_yaml(text))
+        return AsyncRun(self, _serde.from_yaml(text, str(path)))
+
+
+def _read_run_file(path: Path) -> bytes:
+    """The file's bytes, refused from its size before it is read when it is too big."""
+    with path.open("rb") as handle:
+        _serde.check_run_file_size(os.fstat(handle.fileno()).st_size, str(path))
+        # At most one byte past the limit: a file that grows, or a pipe, is not read whole.
+        raw = handle.read(_serde.MAX_RUN_FILE_BYTES + 1)
+    _serde.check_run_file_size(len(raw), str(path), at_least=True)
+    return raw

@@ -13,10 +13,10 @@ import anyio
 import anyio.to_thread
 
 from .. import _serde
-from .._core.errors import TransportError, WaitTimeout
+from .._core.errors import TransportError, ValidationError, WaitTimeout
 from .._core.metrics import MetricType, check_key, check_value, ops_of_log_metrics
 from .._core.polling import Backoff
-from .._core.records import LogLine, Run
+from .._core.records import LogLine, Run, check_names
 from ._record_view import RecordView
 from ._watch import mark_deleted
 
@@ -179,7 +179,15 @@ class AsyncRun(RecordView):
 
         Returns:
             The path of the file written.
+
+        Raises:
+            ValidationError: if the record's kind, id or project is not a valid name (it was
+                changed after it was read): its id becomes the file's name.
         """
+        try:
+            check_names(self._record)
+        except ValueError as exc:
+            raise ValidationError(f"cannot export run {self.id!r}: {exc}") from None
         path = self._client.context / f"runs-{self.id}.yaml"
         await anyio.to_thread.run_sync(_write_atomically, path, _serde.to_yaml(self._record))
         return str(path)

@@ -20,7 +20,7 @@ import asyncrun
 from asyncrun._core.query import ListQuery
 from asyncrun.server._store._sqlite import SQLiteStore
 
-from ._proxy import FORWARDED, FaultProxy, metric_batches
+from ._proxy import FORWARDED, FaultProxy, RequestRecord, metric_batches
 
 pytestmark = pytest.mark.anyio
 
@@ -29,10 +29,32 @@ N = 40_000
 SPEC = {"command": ["true"]}
 
 
-async def restart_repeatedly(server: ServerProcess, kills: int, seed: int) -> None:
+def acknowledged_batches(proxy: FaultProxy) -> list[RequestRecord]:
+    """The metric batches the server applied and whose 200 reached the client."""
+    return [
+        record
+        for record in proxy.records()
+        if metric_batches(record.method, record.target)
+        and record.outcome == FORWARDED
+        and record.status == 200
+    ]
+
+
+async def restart_repeatedly(
+    server: ServerProcess, proxy: FaultProxy, kills: int, seed: int
+) -> None:
+    """SIGKILL and restart the server ``kills`` times, each once a new batch got through.
+
+    Waiting for a condition, not a duration: however slow the machine, every kill falls
+    while metrics are flowing (the writer goes on until the last restart), never after.
+    """
     rng = random.Random(seed)
     for _ in range(kills):
-        await anyio.sleep(rng.uniform(0.05, 0.4))  # somewhere inside a flush or a create
+        seen = len(acknowledged_batches(proxy))
+        with anyio.fail_after(120):  # a bound, not a timing assertion
+            while len(acknowledged_batches(proxy)) <= seen:
+                await anyio.sleep(0.01)
+        await anyio.sleep(rng.uniform(0, 0.05))  # jitter: inside a flush or a create, or not
         await anyio.to_thread.run_sync(functools.partial(server.stop, kill=True))
         await anyio.to_thread.run_sync(server.start)
 
@@ -50,12 +72,17 @@ async def test_sigkill_mid_flush_many_times_loses_nothing_acknowledged(
     ) as client:
         run = await client.new_run("crash", "command+job", spec=SPEC)
         created: list[str] = []
+        restarted = anyio.Event()
+        logged = 0
 
         async def writer() -> None:
-            for i in range(N):
-                run.log_metric("v", i)
-                if i % 250 == 0:
-                    await anyio.sleep(0.002)  # a training step
+            # At least N values, and on until the last restart: each kill waits for a batch.
+            nonlocal logged
+            while logged < N or not restarted.is_set():
+                run.log_metric("v", logged)
+                logged += 1
+                if logged % 250 == 0:
+                    await anyio.sleep(0.002 if logged < N else 0.02)  # a training step
 
         async def creator() -> None:
             for i in range(300):
@@ -66,27 +93,25 @@ async def test_sigkill_mid_flush_many_times_loses_nothing_acknowledged(
                     pass  # not acknowledged: may or may not exist
                 await anyio.sleep(0.005)
 
+        async def killer() -> None:
+            await restart_repeatedly(fault_server, fault_proxy, KILLS, 7)
+            restarted.set()
+
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(restart_repeatedly, fault_server, KILLS, 7)
+            tasks.start_soon(killer)
             tasks.start_soon(writer)
             tasks.start_soon(creator)
         await run.flush(timeout=60)
 
     assert integrity(fault_server.db) == ["ok"]
-    acknowledged = [
-        record.json()
-        for record in fault_proxy.records()
-        if metric_batches(record.method, record.target)
-        and record.outcome == FORWARDED
-        and record.status == 200
-    ]
-    assert len(acknowledged) > KILLS  # the kills really fell between flushes
+    acknowledged = [record.json() for record in acknowledged_batches(fault_proxy)]
+    assert len(acknowledged) >= KILLS  # one at least before each kill, by construction
     store = SQLiteStore(fault_server.db)
     try:
         stored = store.get("crash", run.id)
         assert stored is not None
         # Exactly once and in order: every value logged, none twice, acknowledged or retried.
-        assert stored.status.metrics["v"] == list(range(N))
+        assert stored.status.metrics["v"] == list(range(logged))
         for batch in acknowledged:  # each acknowledged batch is in, at its place
             for key, _mode, values in batch["ops"]:  # type: ignore[index]
                 assert key == "v"

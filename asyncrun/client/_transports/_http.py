@@ -13,6 +13,7 @@ from ... import _config, _serde
 from ..._core.errors import (
     AlreadyExists,
     AsyncRunError,
+    CorruptRecord,
     NotFound,
     RevisionConflict,
     TransportError,
@@ -31,6 +32,14 @@ _BACKOFF: Final = Backoff(base=0.05, factor=2.0, cap=2.0, jitter=0.5)
 _UNSENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 """Failures before the request left: retrying them is always safe."""
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+MAX_CONNECTIONS: Final = 100
+"""Connections one client opens at most for short requests (httpx's default)."""
+MAX_STREAMS: Final = 1000
+"""Connections one client opens at most for long-lived requests: log follows and watches.
+
+They have a pool of their own, so however many logs are followed, short requests (reads,
+creates, actions, metric batches) still find a connection.
+"""
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -83,7 +92,20 @@ class _Bearer(httpx.Auth):
 
 
 class HTTPTransport(AsyncTransport):
-    """An ``asyncrun server`` over HTTP: one connection pool, a timeout on every request."""
+    """An ``asyncrun server`` over HTTP, with a timeout on every request.
+
+    Two connection pools: one for short requests, one for the long-lived ones (log follows
+    and the watch long-poll), each held for as long as its stream lasts; so streams never
+    take the connections short requests need.
+
+    Args:
+        endpoint: The server's URL.
+        token: The bearer token, or a function returning the current one.
+        timeout: Seconds allowed for each request, waiting for a free connection included.
+        transport: An httpx transport to send through (tests).
+        max_connections: Connections open at once for short requests.
+        max_streams: Connections open at once for log follows and watches.
+    """
 
     def __init__(
         self,
@@ -92,20 +114,46 @@ class HTTPTransport(AsyncTransport):
         token: TokenSource = None,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        max_streams: int = MAX_STREAMS,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.timeout = timeout
+        self.max_connections = max_connections
+        self.max_streams = max_streams
         if token is None or isinstance(token, str):
             fixed = token
             source: Callable[[], str | None] = (lambda: fixed) if fixed else _config.token
         else:
             source = token
-        self._http = httpx.AsyncClient(
-            base_url=self.endpoint,
-            headers={"User-Agent": "asyncrun"},
-            auth=_Bearer(source),
-            timeout=httpx.Timeout(timeout),
-            transport=transport,
+        auth = _Bearer(source)  # one for both pools: a rotated token is seen by both
+
+        def pool(limit: int) -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                base_url=self.endpoint,
+                headers={"User-Agent": "asyncrun"},
+                auth=auth,
+                timeout=httpx.Timeout(timeout),
+                transport=transport,
+                limits=httpx.Limits(max_connections=limit, max_keepalive_connections=20),
+            )
+
+        self._http = pool(max_connections)
+        self._streams = pool(max_streams)
+
+    def _pool_full(self, what: str, stream: bool) -> TransportError:
+        # httpx's PoolTimeout: the wait was for one of this client's own connections, which
+        # says nothing of the server.
+        if stream:
+            limit = f"this client's limit of {self.max_streams} long-lived connections (log "
+            limit += "follows and waits)"
+            todo = "follow fewer logs at once with this client"
+        else:
+            limit = f"this client's limit of {self.max_connections} connections"
+            todo = "make fewer calls at once, or pass max_connections= to the client"
+        return TransportError(
+            f"{what}: no connection of this client was free within {self.timeout:g} s: "
+            f"{limit} were all busy; {todo}"
         )
 
     async def _send(
@@ -118,6 +166,7 @@ class HTTPTransport(AsyncTransport):
         body: Any = None,
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
+        stream: bool = False,
     ) -> httpx.Response:
         """Send a request; retry it while that is safe, within the client's timeout.
 
@@ -125,20 +174,22 @@ class HTTPTransport(AsyncTransport):
         made); ``"idempotent"`` also one that may have reached the server, on connection
         errors, 408, 429 (after its ``Retry-After``) and 5xx, with backoff and jitter;
         ``"never"`` is for callers that run their own retry loop (watches, metric batches).
-        The response's ``extensions["asyncrun_attempts"]`` and an error's ``attempts`` say
-        how many sends it took.
+        ``stream`` sends it from the pool of long-lived requests. The response's
+        ``extensions["asyncrun_attempts"]`` and an error's ``attempts`` say how many sends it
+        took.
         """
         content = None if body is None else _serde.dumps(body)
         give_up = anyio.current_time() + self.timeout
         attempt = 1
         while True:
             try:
-                response = await self._once(method, path, params, content, headers, timeout)
+                response = await self._once(method, path, params, content, headers, timeout, stream)
             except TransportError as exc:
                 unsent = isinstance(exc.__cause__, _UNSENT)
                 delay = _BACKOFF.delay(attempt - 1, random.random(), exc.retry_after)
                 allowed = retry == "idempotent" or (retry == "unsent" and unsent)
                 allowed = allowed and not _tls_refused(exc)  # a bad certificate stays bad
+                allowed = allowed and not isinstance(exc, CorruptRecord)  # so does a bad record
                 if not allowed or anyio.current_time() + delay > give_up:
                     exc.attempts = attempt
                     raise
@@ -160,9 +211,10 @@ class HTTPTransport(AsyncTransport):
         content: bytes | None,
         headers: dict[str, str] | None,
         timeout: float | None,
+        stream: bool,
     ) -> httpx.Response:
         try:
-            response = await self._http.request(
+            response = await (self._streams if stream else self._http).request(
                 method,
                 path,
                 params=None if params is None else tuple(params),
@@ -170,6 +222,8 @@ class HTTPTransport(AsyncTransport):
                 headers={**_JSON_HEADERS, **(headers or {})},
                 timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
             )
+        except httpx.PoolTimeout as exc:
+            raise self._pool_full(f"{method} {self.endpoint}{path}", stream) from exc
         except httpx.TimeoutException as exc:
             raise TransportError(
                 f"{method} {self.endpoint}{path} timed out ({type(exc).__name__}); "
@@ -287,6 +341,7 @@ class HTTPTransport(AsyncTransport):
             body=query.to_body(),
             retry="never",  # the watcher retries with its own backoff
             timeout=query.timeout + self.timeout,
+            stream=True,  # held for up to query.timeout: not a short request's connection
         )
         data = _serde.loads(response.content)
         return Changes(
@@ -308,7 +363,7 @@ class HTTPTransport(AsyncTransport):
         params = {"offset": str(offset), "follow": "true"}
         ended = False
         try:
-            async with self._http.stream("GET", path, params=params) as response:
+            async with self._streams.stream("GET", path, params=params) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     raise self._error(response)
@@ -323,6 +378,8 @@ class HTTPTransport(AsyncTransport):
                     batch, ended = _serde.log_lines_from_ndjson(complete)
                     if batch:
                         yield batch
+        except httpx.PoolTimeout as exc:
+            raise self._pool_full(f"the log stream of run {id!r}", True) from exc
         except httpx.HTTPError as exc:
             raise TransportError(f"the log stream of run {id!r} broke: {_describe(exc)}") from exc
         if not ended:
@@ -337,4 +394,7 @@ class HTTPTransport(AsyncTransport):
         return bool(data["applied"]), list(data["ignored"])
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        try:
+            await self._http.aclose()
+        finally:
+            await self._streams.aclose()
