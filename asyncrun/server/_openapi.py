@@ -29,11 +29,16 @@ def _json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _errors(*codes: int, write: bool = False) -> dict[str, Any]:
-    """Error responses of an API operation: every one may answer 401 and 403 (tokens)."""
+    """Error responses of an API operation.
+
+    Every one may answer 401 and 403 (tokens), and 500 ``corrupt_record`` when a stored record
+    was changed outside asyncrun (any other 5xx is a bug).
+    """
     text = {
         400: "Malformed request (bad JSON, bad parameter)",
         401: "No valid bearer token",
-        403: "The token does not cover this project, or is read-only",
+        403: "The token does not cover this project, or its role is too weak (read < write < run)",
+        500: "A stored record was changed outside asyncrun (code corrupt_record)",
         507: "The server's disk is full: nothing was stored",
         404: "No such run or route",
         409: "Conflict (the id exists, or the state does not allow the action)",
@@ -42,7 +47,7 @@ def _errors(*codes: int, write: bool = False) -> dict[str, Any]:
         415: "Body is not JSON",
         422: "The record or a parameter is invalid",
     }
-    codes = (*codes, 401, 403, *((507,) if write else ()))
+    codes = (*codes, 401, 403, 500, *((507,) if write else ()))
     return {str(code): _json_body(_ref("Error"), text[code]) for code in sorted(codes)}
 
 

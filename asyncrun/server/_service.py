@@ -20,7 +20,7 @@ from .._core.launch import STATUS_KEY
 from .._core.metrics import Batch
 from .._core.protocol import MAX_REVISION
 from .._core.query import Changes, ListQuery
-from .._core.records import LogLine, Run, State, Transition
+from .._core.records import LogLine, Run, State, Transition, did_you_mean
 from .._core.states import TERMINAL, check_action, path_to, transition
 from ._executor import LocalExecutor
 from ._store._metrics import BatchResult
@@ -265,7 +265,8 @@ class RunService:
         kind = kinds.get(run.kind)
         if kind is None or self.executor is None:
             raise ValidationError(
-                f"runs of kind {run.kind!r} cannot be executed by this backend; "
+                f"runs of kind {run.kind!r} cannot be executed by this backend"
+                f"{did_you_mean(run.kind, kinds.names())}; "
                 f"executable kinds: {', '.join(kinds.names()) if self.executor else 'none'}",
                 detail={"field": "kind"},
             )
