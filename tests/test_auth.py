@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -224,20 +223,6 @@ def test_no_auth_on_loopback_says_so(tmp_path: Path) -> None:
     assert "every local user included, may read and change every run and run commands" in log
     root_warning = "this server runs as root without --isolate-jobs: every job runs as root"
     assert (root_warning in log) == (os.geteuid() == 0)
-
-
-@pytest.fixture
-def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    made = subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        capture_output=True, check=False,
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    return cert, key
 
 
 @pytest.fixture

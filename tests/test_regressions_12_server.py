@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -22,19 +21,6 @@ def _metrics_job(client: asyncrun.Client, project: str) -> asyncrun.Run:
     run.run()
     run.wait(timeout=60)
     return run
-
-
-@pytest.fixture
-def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    made = subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        capture_output=True, check=False,
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    return cert, key
 
 
 def test_item2_jobs_of_a_tls_server_reach_it_over_https(
