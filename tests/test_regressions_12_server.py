@@ -156,3 +156,24 @@ def test_item9_replacing_a_runs_labels_uses_an_index(tmp_path: Path) -> None:
     finally:
         store.close()
     assert any("(project=? AND id=?)" in str(row[-1]) for row in plan), plan
+
+
+def test_item1_head_is_answered_like_get_without_a_body(tmp_path: Path) -> None:
+    import httpx
+    from conftest import create_token
+
+    server = ServerProcess(tmp_path / "runs.sqlite3", auth=True)
+    server.start()
+    try:
+        token = create_token(server.db, "A", role="read")
+        runs = f"{server.url}/api/v1/projects/A/runs"
+        for url in (runs, f"{runs}/x", f"{runs}/x/logs", f"{runs}:watch", f"{server.url}/healthz"):
+            anonymous = httpx.head(url)
+            get = httpx.get(url, headers={"Authorization": f"Bearer {token}"})
+            head = httpx.head(url, headers={"Authorization": f"Bearer {token}"})
+            assert anonymous.status_code == (200 if url.endswith("healthz") else 401), url
+            assert head.status_code == get.status_code, url
+            assert head.content == b""
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log.read_text()

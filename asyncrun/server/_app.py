@@ -349,7 +349,10 @@ def _route(path: str, **handlers: Callable[[Request], Awaitable[Response]]) -> R
     """One route per path, dispatching on the method, so a 405 lists every allowed method."""
 
     async def dispatch(request: Request) -> Response:
-        return await handlers[request.method](request)
+        # Starlette routes HEAD wherever GET is allowed: answer it as GET (same checks, same
+        # headers); the server sends no body for HEAD.
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
 
     return Route(path, dispatch, methods=list(handlers))
 
