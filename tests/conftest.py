@@ -222,6 +222,16 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie counts: it runs no more)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def agent_pids(db: Path) -> list[int]:
     """Pids of the agent serving the database ``db``.
 

@@ -240,11 +240,9 @@ class Agent:
             if execution.pid is None:
                 continue
             # No agent reads its output any more: end all that is left of it.
-            if execution.uid is not None:
-                _procs.kill_user(execution.uid)
-            else:
-                _procs.kill_lost_group(execution.pid, execution.pid_started)
-                _procs.kill_all(_procs.with_marker(execution.key))
+            _procs.kill_execution(
+                execution.pid, execution.pid_started, execution.uid, execution.key
+            )
 
             def lose(r: Run) -> Run:
                 if r.status.state in TERMINAL:

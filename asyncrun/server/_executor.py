@@ -5,18 +5,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
-import psutil
 
 from .._core import launch as _launch
 from .._core.auth import WRITE
 from ._agent import lock_path
-from ._procs import DEFAULT_UIDS, kill_all, kill_user, private_file, with_marker
+from ._procs import DEFAULT_UIDS, kill_execution, private_file
 from ._store._sqlite import Execution
 
 # ``sh`` starts the agent in the background and exits at once: the agent is re-parented to
@@ -79,6 +77,7 @@ class LocalExecutor:
         self.isolate = isolate
         self.job_uids = job_uids
         self._starting = anyio.Lock()
+        private_file(lock_path(self.db_path), create=False)
 
     def launch(self) -> _launch.Launch:
         """How an execution asked for now is launched (see :mod:`asyncrun._core.launch`)."""
@@ -99,9 +98,8 @@ class LocalExecutor:
         )
 
     def _lock(self) -> int:
-        path = lock_path(self.db_path)
-        private_file(path)
-        return os.open(path, os.O_RDWR)
+        # Created private; one left 0644 by an older asyncrun was tightened at __init__.
+        return os.open(lock_path(self.db_path), os.O_RDWR | os.O_CREAT, 0o600)
 
     def agent_alive(self) -> bool:
         """Whether an agent holds this database's lock."""
@@ -146,14 +144,4 @@ class LocalExecutor:
         """SIGKILL an execution's job and every process it left, if it still runs."""
         if execution.pid is None or execution.ended_us is not None:
             return
-        if execution.uid is not None:
-            kill_user(execution.uid)  # an isolated job: all of its user's processes
-            return
-        try:
-            same = abs(psutil.Process(execution.pid).create_time() - (execution.pid_started or 0))
-        except psutil.Error:
-            same = 1.0
-        if same < 0.05:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(execution.pid, signal.SIGKILL)
-        kill_all(with_marker(execution.key))
+        kill_execution(execution.pid, execution.pid_started, execution.uid, execution.key)

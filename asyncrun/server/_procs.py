@@ -89,6 +89,19 @@ def kill_lost_group(pid: int, started: float | None) -> None:
     killpg(pid, signal.SIGKILL)
 
 
+def kill_execution(pid: int, started: float | None, uid: int | None, key: str) -> None:
+    """SIGKILL all that is left of an execution no agent watches any more (lost or deleted).
+
+    An isolated one: every process of its uid. Another: its process group, and every process
+    carrying its marker (slow: reads every process, so only for these rare cases).
+    """
+    if uid is not None:
+        kill_user(uid)
+        return
+    kill_lost_group(pid, started)
+    kill_all(with_marker(key))
+
+
 def kill_all(processes: Iterable[psutil.Process]) -> None:
     """SIGKILL each process (and its descendants), ignoring those already gone."""
     for process in list(processes):

@@ -17,9 +17,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
-from conftest import ServerProcess, agent_pids, create_token, wait_for
+from conftest import ServerProcess, agent_pids, create_token, gone, wait_for
 
 import asyncrun
 
@@ -46,13 +45,6 @@ def isolated() -> Iterator[ServerProcess]:
     yield server
     server.stop()
     shutil.rmtree(folder, ignore_errors=True)
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def test_a_hostile_job_reaches_nothing_that_is_not_its_own(isolated: ServerProcess) -> None:
@@ -96,7 +88,7 @@ def test_a_hostile_job_reaches_nothing_that_is_not_its_own(isolated: ServerProce
         assert got[attempt]["ok"] is False
         assert "PermissionError" in got[attempt]["error"], got[attempt]
     assert got["leave_a_child"]["ok"], got["leave_a_child"]
-    assert wait_for(lambda: _gone(got["leave_a_child"]["value"]), "the setsid child to end")
+    assert wait_for(lambda: gone(got["leave_a_child"]["value"]), "the setsid child to end")
 
     assert agent_pids(isolated.db) == [agent]
     with asyncrun.Client(isolated.url, token=beta) as client:
@@ -106,7 +98,7 @@ def test_a_hostile_job_reaches_nothing_that_is_not_its_own(isolated: ServerProce
         assert [r.id for r in client.list_runs("beta")] == [victim.id]  # nothing planted
         again.stop()
         again.wait(timeout=30)
-    assert wait_for(lambda: _gone(victim_pid), "the victim to end")
+    assert wait_for(lambda: gone(victim_pid), "the victim to end")
 
 
 def _reachable_by_others(path: str) -> bool:

@@ -7,9 +7,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
-from conftest import ServerProcess, agent_pids, wait_for
+from conftest import ServerProcess, agent_pids, gone, wait_for
 
 import asyncrun
 from asyncrun.server._store._sqlite import SQLiteStore
@@ -17,13 +16,6 @@ from asyncrun.server._store._sqlite import SQLiteStore
 # The job starts a child that leaves its process group and its parent (setsid in a subshell
 # that exits: a double fork) and prints its own pid; then the job lives on, or ends.
 LEAVE_A_CHILD = "( setsid sh -c 'echo $$; exec sleep 300 >/dev/null 2>&1' & ); sleep 0.5; "
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def _first_line(run: asyncrun.Run) -> int:
@@ -41,10 +33,10 @@ def test_a_setsid_child_ends_with_its_job(
         run.run()
         child = _first_line(run)
         if how == "stopped":
-            assert not _gone(child)
+            assert not gone(child)
             run.stop()
         run.wait(timeout=60)
-    assert wait_for(lambda: _gone(child), "the child to end", timeout=10)
+    assert wait_for(lambda: gone(child), "the child to end", timeout=10)
 
 
 def test_an_agent_killed_is_noticed_by_the_server_without_anyone_waiting(
@@ -71,7 +63,7 @@ def test_an_agent_killed_is_noticed_by_the_server_without_anyone_waiting(
             # Nobody waits: the server's own supervision notices within seconds.
             assert wait_for(all_lost, "the runs to end ERROR (lost)", timeout=30)
             assert "lost" in (client.get_run("p", runs[0].id).status.message or "")
-        assert wait_for(lambda: all(map(_gone, children)), "the children to end", timeout=10)
+        assert wait_for(lambda: all(map(gone, children)), "the children to end", timeout=10)
         store = SQLiteStore(server.db)
         try:
             assert [info for info in store.tokens() if info.run is not None] == []
