@@ -516,13 +516,14 @@ def log_line_from_dict(data: Any) -> LogLine:
     raise ValidationError(f"invalid log line: {str(data)[:200]}")
 
 
-def log_lines_from_ndjson(lines: list[bytes]) -> tuple[list[LogLine], bool]:
+def log_lines_from_ndjson(lines: list[bytes]) -> tuple[list[LogLine], dict[str, Any] | None]:
     """Parse complete NDJSON lines of a log stream in one decoder call.
 
-    Blank lines are heartbeats; ``{"end": true}`` marks the end of the stream.
+    Blank lines are heartbeats; ``{"end": true, ...}`` marks the end of the stream (with an
+    ``error`` if the server ended it early, e.g. because the token was revoked).
 
     Returns:
-        The log lines before the end marker, and whether the end marker was among them.
+        The log lines before the end marker, and the end marker if it was among them.
 
     Raises:
         ValidationError: if a line is not JSON or not a log line.
@@ -531,6 +532,6 @@ def log_lines_from_ndjson(lines: list[bytes]) -> tuple[list[LogLine], bool]:
     batch: list[LogLine] = []
     for item in items:
         if isinstance(item, dict) and "end" in item:
-            return batch, True
+            return batch, item
         batch.append(log_line_from_dict(item))
-    return batch, False
+    return batch, None

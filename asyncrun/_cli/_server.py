@@ -161,9 +161,7 @@ def server(
         )
     uids = _uid_range(job_uids)
     try:
-        import uvicorn
-
-        from ..server._app import create_app
+        from ..server._serve import serve
     except ImportError:
         raise click.ClickException(
             "the server needs the 'server' extra: pip install 'asyncrun[server]'"
@@ -190,7 +188,6 @@ def server(
         # Isolated jobs must reach their folders under it; every file in it stays 0600.
         os.chmod(db_path.parent, 0o711)
     service = RunService(store, executor)
-    app = create_app(service, max_body_bytes=max_body_bytes, auth=not no_auth)
     click.echo(f"asyncrun server listening on {scheme}://{_host_in_url(host)}:{port}", err=True)
     _warn_about_power(no_auth, isolate_jobs, host, port)
     if not no_auth:
@@ -208,12 +205,13 @@ def server(
                 "token and revoke the old one",
                 err=True,
             )
-    uvicorn.run(
-        app,
+    serve(
+        service,
         host=host,
         port=port,
+        max_body_bytes=max_body_bytes,
+        auth=not no_auth,
         log_level=log_level,
-        lifespan="on",
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
     )

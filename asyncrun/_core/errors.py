@@ -134,6 +134,13 @@ class ServerError(TransportError):
     status_code = 500
 
 
+class ServerStopping(TransportError):
+    """The server is shutting down: retry on it (or its replacement) in a moment."""
+
+    code = "server_stopping"
+    status_code = 503
+
+
 class StorageFull(ServerError):
     """The backend's disk is full: nothing of the request was stored; free space and retry."""
 
@@ -175,6 +182,7 @@ _BY_CODE: dict[str, type[AsyncRunError]] = {
         TransportError,
         RateLimited,
         ServerError,
+        ServerStopping,
         StorageFull,
         CorruptRecord,
         WaitTimeout,

@@ -24,9 +24,11 @@ from .. import _serde
 from .._core.auth import READ, RUN, WRITE, Grant, authorize, matches, token_id_of
 from .._core.errors import (
     AsyncRunError,
+    AuthError,
     MalformedRequest,
     NotFound,
     PayloadTooLarge,
+    ServerStopping,
     UnsupportedMediaType,
     ValidationError,
 )
@@ -146,6 +148,22 @@ class Api:
             authorize(grant, project, need)
         return names
 
+    def _recheck(self, request: Request, project: str) -> Callable[[], None] | None:
+        """What a held request (a log follow, a watch) calls to learn its token was revoked."""
+        if not self.auth:
+            return None
+
+        def check() -> None:
+            grant = self._grant(request)
+            if grant is None:
+                raise AuthError(
+                    "the token of this request was revoked while it was open; "
+                    "ask for a new token (`asyncrun server token create`)"
+                )
+            authorize(grant, project, READ)
+
+        return check
+
     def _grant(self, request: Request) -> Grant | None:
         token_id, token = token_id_of(request.headers.get("authorization"))
         found = self.service.store.token(token_id)
@@ -258,7 +276,12 @@ class Api:
             # its poll whenever a new wait joins, and a shutdown waits for every open request.
             tasks.start_soon(_cancel_on_disconnect, request, tasks.cancel_scope)
             changes = await self.service.watch(
-                project, query.ids, query.since, query.timeout, query.fresh
+                project,
+                query.ids,
+                query.since,
+                query.timeout,
+                query.fresh,
+                check=self._recheck(request, project),
             )
             tasks.cancel_scope.cancel()
         if changes is None:
@@ -292,20 +315,27 @@ class Api:
                 }
             )
         await self.service.get(project, id_)  # a missing run is a 404, not an empty stream
-        return StreamingResponse(self._stream(project, id_, offset), media_type=_NDJSON)
+        stream = self._stream(project, id_, offset, self._recheck(request, project))
+        return StreamingResponse(stream, media_type=_NDJSON)
 
-    async def _stream(self, project: str, id_: str, offset: int) -> AsyncIterator[bytes]:
+    async def _stream(
+        self, project: str, id_: str, offset: int, check: Callable[[], None] | None
+    ) -> AsyncIterator[bytes]:
         # One chunk per batch the store had ready; the last line is the end marker, so a client
         # can tell a finished stream from a broken connection.
         try:
-            async for batch in self.service.follow_logs(project, id_, offset):
+            async for batch in self.service.follow_logs(project, id_, offset, check):
                 yield (
                     b"".join(_serde.dumps(_serde.log_line_to_dict(line)) + b"\n" for line in batch)
                     or b"\n"
                 )  # an empty batch is a heartbeat: a blank line
             end: dict[str, Any] = {"end": True}
+        except ServerStopping:
+            return  # no end marker: the client resumes from its offset on the next server
         except NotFound:
             end = {"end": True, "deleted": True}
+        except AsyncRunError as exc:  # the token was revoked: the client raises this error
+            end = {"end": True, "error": _error_body(exc)}
         yield _serde.dumps(end) + b"\n"
 
     async def openapi(self, request: Request) -> Response:

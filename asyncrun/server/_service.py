@@ -15,7 +15,7 @@ import anyio
 import attrs
 
 from .. import _serde, kinds
-from .._core.errors import AsyncRunError, NotFound, ValidationError
+from .._core.errors import AsyncRunError, NotFound, ServerStopping, ValidationError
 from .._core.launch import STATUS_KEY
 from .._core.metrics import Batch
 from .._core.protocol import MAX_REVISION
@@ -82,6 +82,16 @@ class RunService:
         self.store = store
         self.executor = executor
         self.clock = clock
+        self.stopping = False
+
+    def stop_streams(self) -> None:
+        """End every open log follow and held watch soon: the server is shutting down.
+
+        Safe to call from a signal handler (it only sets a flag the streams look at on every
+        poll). A follow then ends without its end marker, so its client resumes it from the
+        last offset on the next server; a held watch answers at once.
+        """
+        self.stopping = True
 
     def close(self) -> None:
         """Release the store."""
@@ -352,11 +362,22 @@ class RunService:
         since: int,
         timeout: float,
         fresh: Sequence[str] = (),
+        check: Callable[[], None] | None = None,
     ) -> Changes:
         """Wait up to ``timeout`` seconds until a watched run changes after ``since``.
 
         ``fresh`` ids (just added by the watcher) are reported at once whatever their sequence.
-        Returns early with whatever changed; returns empty changes at the timeout.
+        Returns early with whatever changed; returns empty changes at the timeout, or at once
+        when the server begins to shut down.
+
+        Args:
+            project: The runs' project.
+            ids: The watched run ids.
+            since: The change sequence the watcher has seen.
+            timeout: Seconds to hold the watch when nothing changes.
+            fresh: Ids reported whatever their sequence.
+            check: Called while the watch is held; what it raises ends the watch (the HTTP
+                app passes one that refuses a revoked token).
         """
         deadline = anyio.current_time() + timeout
         next_reap = anyio.current_time() + REAP_EVERY
@@ -366,6 +387,10 @@ class RunService:
                 return changes
             seq = changes.seq
             while self.store.current_seq() == seq and anyio.current_time() < deadline:
+                if self.stopping:
+                    return changes
+                if check is not None:
+                    check()
                 await anyio.sleep(WATCH_POLL)
                 if anyio.current_time() >= next_reap:
                     next_reap = anyio.current_time() + REAP_EVERY
@@ -382,19 +407,31 @@ class RunService:
         return self.store.read_logs(project, id, offset, limit)
 
     async def follow_logs(
-        self, project: str, id: str, offset: int
+        self, project: str, id: str, offset: int, check: Callable[[], None] | None = None
     ) -> AsyncGenerator[list[LogLine], None]:
         """Every log line from ``offset`` on as it is written, in batches.
 
         Ends once the run is terminal and its last line has been delivered (its supervisor
         writes the lines before the state).
 
+        Args:
+            project: The run's project.
+            id: The run's id.
+            offset: The first line to deliver.
+            check: Called before every batch and every wait; what it raises ends the
+                follow (the HTTP app passes one that refuses a revoked token).
+
         Raises:
             NotFound: if there is no such run (or it is deleted while followed).
+            ServerStopping: once :meth:`stop_streams` was called.
         """
         await self.get(project, id)
         last_sent = anyio.current_time()
         while True:
+            if self.stopping:
+                raise ServerStopping("the server is shutting down; resume from the last offset")
+            if check is not None:
+                check()
             run = await self.get(project, id)  # the state first, then the lines: no line is missed
             lines = self.store.read_logs(project, id, offset, LOG_PAGE)
             if lines:
@@ -410,5 +447,9 @@ class RunService:
             seq = self.store.current_seq()
             for _ in range(10):
                 await anyio.sleep(WATCH_POLL)
-                if self.store.read_logs(project, id, offset, 1) or self.store.current_seq() != seq:
+                if (
+                    self.stopping
+                    or self.store.read_logs(project, id, offset, 1)
+                    or self.store.current_seq() != seq
+                ):
                     break

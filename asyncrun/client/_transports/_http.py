@@ -361,7 +361,7 @@ class HTTPTransport(AsyncTransport):
     ) -> AsyncGenerator[list[LogLine], None]:
         path = runs_path(project, id, "logs")
         params = {"offset": str(offset), "follow": "true"}
-        ended = False
+        end: dict[str, Any] | None = None
         try:
             async with self._streams.stream("GET", path, params=params) as response:
                 if response.status_code >= 400:
@@ -373,17 +373,20 @@ class HTTPTransport(AsyncTransport):
                 async for chunk in response.aiter_bytes():
                     # One batch per received chunk (the server sends one per store read).
                     *complete, rest = (rest + chunk).split(b"\n")
-                    if ended or not complete:
+                    if end is not None or not complete:
                         continue
-                    batch, ended = _serde.log_lines_from_ndjson(complete)
+                    batch, end = _serde.log_lines_from_ndjson(complete)
                     if batch:
                         yield batch
         except httpx.PoolTimeout as exc:
             raise self._pool_full(f"the log stream of run {id!r}", True) from exc
         except httpx.HTTPError as exc:
             raise TransportError(f"the log stream of run {id!r} broke: {_describe(exc)}") from exc
-        if not ended:
+        if end is None:
             raise TransportError(f"the log stream of run {id!r} ended before the run did")
+        error = end.get("error")
+        if isinstance(error, dict):  # ended by the server, e.g. the token was revoked
+            raise error_from_body(int(error.get("status") or 500), error)
 
     async def log_metrics(self, project: str, id: str, batch: Batch) -> tuple[bool, list[str]]:
         # The flusher retries batches itself (same number, same bytes): no retry here.
