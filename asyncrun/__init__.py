@@ -13,6 +13,7 @@ from ._core.errors import (
     Forbidden,
     InvalidTransition,
     MalformedRequest,
+    MetricsNotLoaded,
     NotFound,
     PayloadTooLarge,
     RateLimited,
@@ -27,6 +28,7 @@ from ._core.errors import (
 )
 from ._core.records import LogLine, Metadata, State, Status, Transition
 from ._core.records import Run as RunRecord
+from ._core.summary import MetricSummary
 from ._job import current_run
 from .client import AsyncClient, AsyncRun
 from .sync import Client, Run
@@ -47,6 +49,8 @@ __all__ = [
     "LogLine",
     "MalformedRequest",
     "Metadata",
+    "MetricSummary",
+    "MetricsNotLoaded",
     "NotFound",
     "PayloadTooLarge",
     "RateLimited",

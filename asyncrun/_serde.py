@@ -30,7 +30,14 @@ from ruamel.yaml.events import (
 )
 
 from ._core.errors import CorruptRecord, MalformedRequest, PayloadTooLarge, ValidationError
-from ._core.metrics import check_key, decode_value, encode_value
+from ._core.metrics import (
+    Number,
+    check_key,
+    decode_number,
+    decode_value,
+    encode_number,
+    encode_value,
+)
 from ._core.records import (
     LogLine,
     Metadata,
@@ -41,6 +48,7 @@ from ._core.records import (
     check_names,
     validate,
 )
+from ._core.summary import MetricSummary, metrics_loaded
 
 T = TypeVar("T")
 
@@ -132,6 +140,36 @@ def _decode_metric(key: str, value: Any) -> Any:
         raise ValueError(f"status.metrics[{key!r}]: {exc}") from None
 
 
+def _optional_number(raw: Any) -> Number | None:
+    return None if raw is None else decode_number(raw)
+
+
+def _structure_summary(raw: Any, _: Any) -> MetricSummary:
+    if not isinstance(raw, dict):
+        raise TypeError(f"a metric summary is an object, got {type(raw).__name__}")
+    count = raw.get("count")
+    if type(count) is not int or count < 0:
+        raise TypeError(f"a metric summary's count is a non-negative integer, got {count!r}")
+    single = raw.get("single", False)
+    if not isinstance(single, bool):
+        raise TypeError(f"a metric summary's single is true or false, got {single!r}")
+    last, low, high = (_optional_number(raw.get(field)) for field in ("last", "min", "max"))
+    return MetricSummary(count, last, low, high, single)
+
+
+def _unstructure_summary(summary: MetricSummary) -> dict[str, Any]:
+    out: dict[str, Any] = {"count": summary.count}
+    for field, value in (("last", summary.last), ("min", summary.min), ("max", summary.max)):
+        out[field] = None if value is None else encode_number(value)
+    if summary.single:
+        out["single"] = True
+    return out
+
+
+converter.register_structure_hook(MetricSummary, _structure_summary)
+converter.register_unstructure_hook(MetricSummary, _unstructure_summary)
+
+
 def _register_open_record(cls: type[Any], *, metrics: bool = False) -> None:
     """Metadata and Status keep keys they do not know in ``extra``, so they survive a round trip."""
     known = frozenset(a.name for a in attrs.fields(cls)) - {"extra"}
@@ -154,7 +192,12 @@ def _register_open_record(cls: type[Any], *, metrics: bool = False) -> None:
         out = unstructure(record)
         extra = out.pop("extra")
         if metrics:
-            out["metrics"] = {k: encode_value(v) for k, v in out["metrics"].items()}
+            if metrics_loaded(record.metrics, record.metric_summary):
+                out["metrics"] = {k: encode_value(v) for k, v in out["metrics"].items()}
+            else:  # a summary-only record (from a list or a watch) does not claim metrics
+                del out["metrics"]
+            if not out["metric_summary"]:
+                del out["metric_summary"]  # records built locally, and files, stay as they were
         for k, v in extra.items():
             out.setdefault(k, v)
         return out
@@ -421,8 +464,10 @@ def _yaml() -> YAML:
 
 def to_yaml(run: Run) -> str:
     """Render a run as YAML, keys in a stable order, numbers that read back exactly."""
+    data = to_dict(run)
+    data["status"].pop("metric_summary", None)  # derived from the metrics: not part of a file
     stream = io.StringIO()
-    _yaml().dump(to_dict(run), stream)
+    _yaml().dump(data, stream)
     return stream.getvalue()
 
 

@@ -31,6 +31,7 @@ from asyncrun._core.records import (
     Transition,
     new_run,
 )
+from asyncrun._core.summary import summarize
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -278,6 +279,7 @@ async def test_export_load_round_trip_through_a_client(
         state=State.CREATED,
         message=None,
         transitions=stored.status.transitions,
+        metric_summary=summarize(record.status.metrics),
     )
     expected = attrs.evolve(
         record,

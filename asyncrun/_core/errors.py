@@ -158,6 +158,13 @@ class CorruptRecord(ServerError):
     status_code = 500
 
 
+class MetricsNotLoaded(AsyncRunError, LookupError):
+    """A run from a list or a watch carries a summary of its metrics, not their values."""
+
+    code = "metrics_not_loaded"
+    status_code = 409
+
+
 class WaitTimeout(AsyncRunError, TimeoutError):
     """A wait ended because its timeout passed before the run reached a terminal state."""
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import attrs
 
+from .summary import MetricSummary
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _KIND_RE = re.compile(r"^[a-z0-9][a-z0-9+._-]{0,63}$")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -87,12 +89,19 @@ class Metadata:
 
 @attrs.define
 class Status:
-    """What the backend knows of a run: its state, history, metrics and kind outputs."""
+    """What the backend knows of a run: its state, history, metrics and kind outputs.
+
+    ``metrics`` is the specification's full dict. ``metric_summary`` describes each key in
+    constant size; records in lists and watches carry only the summary (``metrics`` is then
+    empty: see :func:`asyncrun._core.summary.metrics_loaded`). The summary is derived from the
+    metrics, so it takes no part in comparing records.
+    """
 
     state: State = State.CREATED
     message: str | None = None
     transitions: list[Transition] = attrs.Factory(list)
     metrics: dict[str, Any] = attrs.Factory(dict)
+    metric_summary: dict[str, MetricSummary] = attrs.field(factory=dict, eq=False)
     extra: dict[str, Any] = attrs.Factory(dict)
 
 

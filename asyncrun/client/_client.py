@@ -20,6 +20,7 @@ from .._core.errors import ValidationError
 from .._core.metrics import MAX_BATCH_VALUES
 from .._core.query import DEFAULT_LIMIT, Cursor, ListQuery
 from .._core.records import new_run
+from .._core.summary import summarize
 from ._create import CreateBatcher
 from ._metrics import MetricBuffer, MetricFlusher, unsent_message
 from ._run import AsyncRun
@@ -267,7 +268,9 @@ class AsyncClient:
         Raises:
             NotFound: if the project has no run with this id.
         """
-        return AsyncRun(self, await self._transport.get_run(project, id))
+        run = AsyncRun(self, await self._transport.get_run(project, id))
+        await run._take(run.record)
+        return run
 
     def list_runs(
         self,
@@ -340,7 +343,10 @@ class AsyncClient:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValidationError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8") from None
-        return AsyncRun(self, _serde.from_yaml(text, str(path)))
+        record = _serde.from_yaml(text, str(path))
+        # A file holds the metrics in full; their summary is derived, as the backend does.
+        record.status.metric_summary = summarize(record.status.metrics)
+        return AsyncRun(self, record)
 
 
 def _read_run_file(path: Path) -> bytes:

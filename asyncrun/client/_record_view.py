@@ -4,7 +4,9 @@ import functools
 from typing import Any
 
 from .. import kinds
+from .._core.errors import MetricsNotLoaded
 from .._core.records import Metadata, Run, Status
+from .._core.summary import MetricSummary, metrics_loaded
 
 
 class RecordView:
@@ -66,8 +68,25 @@ class RecordView:
 
         Each key holds a number or a list of numbers. Buffered ``log_metric`` calls show
         after ``flush()`` and ``refresh()``.
+
+        Raises:
+            MetricsNotLoaded: if the run came from ``list_runs()``, which carries only a
+                summary of each key (``metric_summary``); ``refresh()`` loads the values.
         """
-        return self.record.status.metrics
+        status = self.record.status
+        if not metrics_loaded(status.metrics, status.metric_summary):
+            raise MetricsNotLoaded(
+                f"run {self.record.id!r} came from a listing, which carries a summary of each "
+                "metric (run.metric_summary), not its values: refresh() the run to load them, "
+                "or read one key with metric_history(key)",
+                detail={"id": self.record.id},
+            )
+        return status.metrics
+
+    @property
+    def metric_summary(self) -> dict[str, MetricSummary]:
+        """Each metric key at a glance: count, last value, min and max (no history needed)."""
+        return self.record.status.metric_summary
 
     @property
     def user(self) -> str | None:

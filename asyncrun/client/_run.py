@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import tempfile
@@ -13,10 +14,11 @@ import anyio
 import anyio.to_thread
 
 from .. import _serde
-from .._core.errors import TransportError, ValidationError, WaitTimeout
-from .._core.metrics import MetricType, check_key, check_value, ops_of_log_metrics
+from .._core.errors import NotFound, TransportError, ValidationError, WaitTimeout
+from .._core.metrics import MetricType, Number, check_key, check_value, ops_of_log_metrics
 from .._core.polling import Backoff
 from .._core.records import LogLine, Run, check_names
+from .._core.summary import MAX_HISTORY_PAGE
 from ._record_view import RecordView
 from ._watch import mark_deleted
 
@@ -160,19 +162,69 @@ class AsyncRun(RecordView):
         _serde.check_data(data)  # before JSON would turn NaN into null on the way
         if update:
             revision = self._record.metadata.revision
-            self._record = await transport.update_run(self.project, self.id, data, revision)
+            await self._take(await transport.update_run(self.project, self.id, data, revision))
         else:
             self._record = await self._client._creates.create(self.project, data)
         return self
 
     async def refresh(self) -> AsyncRun:
-        """Read the run again from the backend.
+        """Read the run again from the backend, its metrics in full.
 
         Returns:
             The run, refreshed.
         """
-        self._record = await self._client._transport.get_run(self.project, self.id)
+        await self._take(await self._client._transport.get_run(self.project, self.id))
         return self
+
+    async def _take(self, record: Run) -> None:
+        # A single run's answer carries its metrics inline when they are small; larger
+        # histories come in pages, so that no answer of the backend grows without bound.
+        summary = record.status.metric_summary
+        for key in summary.keys() - record.status.metrics.keys():
+            values: list[Number] = []
+            async for page in self._history_pages(key, 0):
+                values += page
+            single = summary[key].single and len(values) == 1
+            record.status.metrics[key] = values[0] if single else values
+        if summary:  # keys in the order of a full answer
+            record.status.metrics = dict(sorted(record.status.metrics.items()))
+        self._record = record
+
+    async def _history_pages(self, key: str, offset: int) -> AsyncGenerator[list[Number], None]:
+        transport = self._client._transport
+        while True:
+            page = await transport.metric_history(
+                self.project, self.id, key, offset, MAX_HISTORY_PAGE
+            )
+            if not page:
+                return
+            yield page
+            offset += len(page)
+
+    def metric_history(self, key: str, offset: int = 0) -> AsyncGenerator[Number, None]:
+        """Every value of one metric key, read from the backend in pages as you iterate.
+
+        Memory stays bounded however long the history: use it for keys with millions of
+        values, or on runs from ``list_runs()`` (which carry only ``metric_summary``).
+
+        Args:
+            key: The metric's name.
+            offset: The first value to read (0 is the oldest).
+
+        Returns:
+            An async generator of numbers (a single-valued key yields its one value).
+
+        Raises:
+            NotFound: (while iterating) if the run or the key does not exist.
+        """
+
+        async def values() -> AsyncGenerator[Number, None]:
+            async with aclosing(self._history_pages(key, offset)) as pages:
+                async for page in pages:
+                    for value in page:
+                        yield value
+
+        return values()
 
     async def export(self) -> str:
         """Write the run as YAML to ``runs-<id>.yaml`` in the client's context folder.
@@ -201,7 +253,7 @@ class AsyncRun(RecordView):
         Raises:
             InvalidTransition: if the run was already started.
         """
-        self._record = await self._client._transport.action(self.project, self.id, "run")
+        await self._take(await self._client._transport.action(self.project, self.id, "run"))
         return self
 
     async def stop(self) -> AsyncRun:
@@ -213,7 +265,7 @@ class AsyncRun(RecordView):
         Raises:
             InvalidTransition: if the run is not READY, PENDING or RUNNING.
         """
-        self._record = await self._client._transport.action(self.project, self.id, "stop")
+        await self._take(await self._client._transport.action(self.project, self.id, "stop"))
         return self
 
     async def resume(self) -> AsyncRun:
@@ -225,7 +277,7 @@ class AsyncRun(RecordView):
         Raises:
             InvalidTransition: if the run is not STOPPED.
         """
-        self._record = await self._client._transport.action(self.project, self.id, "resume")
+        await self._take(await self._client._transport.action(self.project, self.id, "resume"))
         return self
 
     async def wait(self, log_info: bool = True, timeout: float | None = None) -> AsyncRun:
@@ -260,6 +312,10 @@ class AsyncRun(RecordView):
         else:
             assert run is not None
             self._record = run
+            if run.status.metric_summary:
+                # The watch carries summaries only: the values are read once, at the end.
+                with contextlib.suppress(NotFound):  # deleted meanwhile: keep what was seen
+                    await self.refresh()
         return self
 
     def logs(self, follow: bool = False, offset: int = 0) -> AsyncGenerator[LogLine, None]:

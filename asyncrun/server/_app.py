@@ -32,10 +32,11 @@ from .._core.errors import (
     UnsupportedMediaType,
     ValidationError,
 )
-from .._core.metrics import Batch
+from .._core.metrics import Batch, check_key, encode_value
 from .._core.protocol import API_PREFIX, etag, parse_batch_create, parse_if_match
 from .._core.query import ListQuery, WatchQuery
 from .._core.records import Run, check_name
+from .._core.summary import MAX_HISTORY_PAGE
 from ._openapi import openapi_document
 from ._service import RunService
 
@@ -198,10 +199,14 @@ class Api:
             detail={"limit": self.max_body_bytes},
         )
 
+    def _record(self, run: Run, status_code: int = 200) -> Response:
+        # One run's answer carries its metrics when they are small; lists and watches never.
+        return _run_response(self.service.with_metrics(run), status_code)
+
     async def create_run(self, request: Request) -> Response:
         project, _ = self._names(request)
         run = await self.service.create(project, await self._body(request))
-        return _run_response(run, 201)
+        return self._record(run, 201)
 
     async def create_runs(self, request: Request) -> Response:
         project, _ = self._names(request)
@@ -228,14 +233,41 @@ class Api:
     async def get_run(self, request: Request) -> Response:
         project, id_ = self._names(request)
         assert id_ is not None
-        return _run_response(await self.service.get(project, id_))
+        return self._record(await self.service.get(project, id_))
+
+    async def metric_history(self, request: Request) -> Response:
+        project, id_ = self._names(request)
+        assert id_ is not None
+        params = request.query_params
+        unknown = sorted(set(params) - {"key", "offset", "limit"})
+        if unknown:
+            raise ValidationError(
+                f"unknown query parameter {unknown[0]!r}", detail={"field": unknown[0]}
+            )
+        key = params.get("key")
+        try:
+            check_key(key)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"key: {exc}", detail={"field": "key"}) from None
+        assert key is not None
+        offset = _int_param(params.get("offset"), "offset", 0, 0, 2**62)
+        limit = _int_param(params.get("limit"), "limit", MAX_HISTORY_PAGE, 1, MAX_HISTORY_PAGE)
+        values = await self.service.metric_history(project, id_, key, offset, limit)
+        return _json(
+            {
+                "key": key,
+                "offset": offset,
+                "values": encode_value(values),
+                "next_offset": offset + len(values),
+            }
+        )
 
     async def update_run(self, request: Request) -> Response:
         project, id_ = self._names(request)
         assert id_ is not None
         revision = parse_if_match(request.headers.get("if-match"))
         run = await self.service.update(project, id_, await self._body(request), revision)
-        return _run_response(run)
+        return self._record(run)
 
     async def delete_run(self, request: Request) -> Response:
         project, id_ = self._names(request)
@@ -258,7 +290,7 @@ class Api:
         act = {"run": self.service.run, "stop": self.service.stop, "resume": self.service.resume}
         if name not in act:
             raise NotFound(f"no action {name!r}; actions are run, stop and resume")
-        return _run_response(await act[name](project, id_))
+        return self._record(await act[name](project, id_))
 
     async def watch(self, request: Request) -> Response:
         project, _ = self._names(request)
@@ -422,6 +454,7 @@ def create_app(
         _route(f"{runs}/{{id}}", GET=api.get_run, PUT=api.update_run, DELETE=api.delete_run),
         Route(f"{runs}/{{id}}/logs", api.logs, methods=["GET"]),
         Route(f"{runs}/{{id}}/status", api.patch_status, methods=["PATCH"]),
+        _route(f"{runs}/{{id}}/metrics", GET=api.metric_history),
         Route(f"{runs}/{{id}}/{{action}}", api.action, methods=["POST"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/healthz", api.health, methods=["GET"]),

@@ -22,6 +22,7 @@ from .._core.protocol import MAX_REVISION
 from .._core.query import Changes, ListQuery
 from .._core.records import LogLine, Run, State, Transition, did_you_mean
 from .._core.states import TERMINAL, check_action, path_to, transition
+from .._core.summary import MAX_INLINE_VALUES, inline_count, metrics_loaded, summarize
 from ._executor import LocalExecutor
 from ._store._metrics import BatchResult
 from ._store._sqlite import SQLiteStore, cursor_after
@@ -145,11 +146,12 @@ class RunService:
             state=State.CREATED,
             message=None,
             transitions=[Transition(State.CREATED, now)],
+            metric_summary=summarize(run.status.metrics),
         )
         return attrs.evolve(run, metadata=metadata, status=status)
 
     async def get(self, project: str, id: str) -> Run:
-        """Read one run.
+        """Read one run, with a summary of each metric key but not its values.
 
         Raises:
             NotFound: if there is no such run.
@@ -160,6 +162,36 @@ class RunService:
                 f"no run {id!r} in project {project!r}", detail={"project": project, "id": id}
             )
         return run
+
+    def with_metrics(self, run: Run) -> Run:
+        """``run`` with its full metrics, if they are at most ``MAX_INLINE_VALUES`` values.
+
+        Above that the record keeps only its summaries: each key's history is then read in
+        pages (:meth:`metric_history`), so no answer grows with a history without bound.
+        """
+        summary = run.status.metric_summary
+        if metrics_loaded(run.status.metrics, summary) or inline_count(summary) > MAX_INLINE_VALUES:
+            return run  # a created run holds what it was sent
+        metrics = self.store.metrics(run.project, run.id)
+        return attrs.evolve(run, status=attrs.evolve(run.status, metrics=metrics))
+
+    async def metric_history(
+        self, project: str, id: str, key: str, offset: int, limit: int
+    ) -> list[Any]:
+        """Up to ``limit`` values of a metric key's list from ``offset`` on.
+
+        A single-valued key reads as a list of one.
+
+        Raises:
+            NotFound: if there is no such run, or it has no such key.
+        """
+        values = self.store.metric_history(project, id, key, offset, limit)
+        if values is None:
+            await self.get(project, id)  # no run: say so
+            raise NotFound(
+                f"run {id!r} has no metric {key!r}", detail={"project": project, "key": key}
+            )
+        return values
 
     async def update(self, project: str, id: str, data: Any, revision: int | None = None) -> Run:
         """Replace the user-owned parts of a run if it is still at the expected revision.
@@ -214,7 +246,8 @@ class RunService:
             state=current.status.state,
             message=current.status.message,
             transitions=current.status.transitions,
-            metrics=current.status.metrics,
+            metrics={},
+            metric_summary=current.status.metric_summary,
             extra=extra,
         )
         run = attrs.evolve(incoming, metadata=metadata, status=status)

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import AsyncGenerator, Iterator, Mapping
+from typing import TYPE_CHECKING, TypeVar
 
-from .._core.metrics import MetricType
+from .._core.metrics import MetricType, Number
 from .._core.records import LogLine
 from .._core.records import Run as RunRecord
 from ..client._record_view import RecordView
@@ -11,6 +11,8 @@ from ..client._run import AsyncRun
 
 if TYPE_CHECKING:
     from ._client import Client
+
+T = TypeVar("T")
 
 
 class Run(RecordView):
@@ -85,11 +87,17 @@ class Run(RecordView):
 
     def logs(self, follow: bool = False, offset: int = 0) -> Iterator[LogLine]:
         """The run's log lines as a plain iterator; see ``AsyncRun.logs``."""
-        batches = self._async._log_batches(follow, offset)
+        return self._flatten(self._async._log_batches(follow, offset))
+
+    def metric_history(self, key: str, offset: int = 0) -> Iterator[Number]:
+        """Every value of one metric key, read in pages; see ``AsyncRun.metric_history``."""
+        return self._flatten(self._async._history_pages(key, offset))
+
+    def _flatten(self, batches: AsyncGenerator[list[T], None]) -> Iterator[T]:
         try:
             while True:
                 try:
-                    batch = self._client._call(batches.__anext__)  # one hop per batch, not line
+                    batch = self._client._call(batches.__anext__)  # one hop per batch, not item
                 except StopAsyncIteration:
                     return
                 yield from batch

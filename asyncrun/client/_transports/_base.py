@@ -30,7 +30,14 @@ class AsyncTransport(abc.ABC):
         """Create several runs at once: for each, the stored run or the error refusing it."""
 
     @abc.abstractmethod
-    async def get_run(self, project: str, id: str) -> Run: ...
+    async def get_run(self, project: str, id: str) -> Run:
+        """One run; its metrics inline if small, else only their summary (page the rest)."""
+
+    @abc.abstractmethod
+    async def metric_history(
+        self, project: str, id: str, key: str, offset: int, limit: int
+    ) -> list[Any]:
+        """Up to ``limit`` values of a metric key's list from ``offset`` on."""
 
     @abc.abstractmethod
     async def update_run(

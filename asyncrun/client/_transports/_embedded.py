@@ -54,7 +54,7 @@ class EmbeddedTransport(AsyncTransport):
         await self._service.reap_lost()
 
     async def create_run(self, project: str, data: dict[str, Any]) -> Run:
-        return await self._service.create(project, data)
+        return self._service.with_metrics(await self._service.create(project, data))
 
     async def create_runs(
         self, project: str, items: list[dict[str, Any]]
@@ -62,10 +62,15 @@ class EmbeddedTransport(AsyncTransport):
         return await self._service.create_many(project, items)
 
     async def get_run(self, project: str, id: str) -> Run:
-        return await self._service.get(project, id)
+        return self._service.with_metrics(await self._service.get(project, id))
+
+    async def metric_history(
+        self, project: str, id: str, key: str, offset: int, limit: int
+    ) -> list[Any]:
+        return await self._service.metric_history(project, id, key, offset, limit)
 
     async def update_run(self, project: str, id: str, data: dict[str, Any], revision: int) -> Run:
-        return await self._service.update(project, id, data, revision)
+        return self._service.with_metrics(await self._service.update(project, id, data, revision))
 
     async def delete_run(self, project: str, id: str) -> None:
         await self._service.delete(project, id)
@@ -76,7 +81,7 @@ class EmbeddedTransport(AsyncTransport):
 
     async def action(self, project: str, id: str, action: str) -> Run:
         act = {"run": self._service.run, "stop": self._service.stop, "resume": self._service.resume}
-        return await act[action](project, id)
+        return self._service.with_metrics(await act[action](project, id))
 
     async def watch(self, project: str, query: WatchQuery) -> Changes:
         return await self._service.watch(

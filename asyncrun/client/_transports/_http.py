@@ -19,7 +19,7 @@ from ..._core.errors import (
     TransportError,
     error_from_body,
 )
-from ..._core.metrics import Batch
+from ..._core.metrics import Batch, decode_value
 from ..._core.polling import Backoff
 from ..._core.protocol import etag, runs_path
 from ..._core.query import Changes, ListQuery, WatchQuery
@@ -298,6 +298,15 @@ class HTTPTransport(AsyncTransport):
     async def get_run(self, project: str, id: str) -> Run:
         response = await self._send("GET", runs_path(project, id), retry="idempotent")
         return _serde.run_from_json(response.content)
+
+    async def metric_history(
+        self, project: str, id: str, key: str, offset: int, limit: int
+    ) -> list[Any]:
+        params = [("key", key), ("offset", str(offset)), ("limit", str(limit))]
+        path = runs_path(project, id, "metrics")
+        response = await self._send("GET", path, params=params, retry="idempotent")
+        values = decode_value(_serde.loads(response.content)["values"])
+        return values if isinstance(values, list) else [values]
 
     async def update_run(self, project: str, id: str, data: dict[str, Any], revision: int) -> Run:
         # Safe to retry with If-Match: a second attempt cannot apply twice. If it finds the

@@ -16,7 +16,17 @@ import attrs
 import orjson
 
 from ..._core.errors import Conflict
-from ..._core.metrics import Number, Op, Shape, decode_value, encode_value, step
+from ..._core.metrics import (
+    Number,
+    Op,
+    Shape,
+    decode_number,
+    decode_value,
+    encode_number,
+    encode_value,
+    step,
+)
+from ..._core.summary import MetricSummary
 
 MIGRATION: Final = (
     """CREATE TABLE metric_keys (
@@ -46,6 +56,47 @@ MIGRATION: Final = (
         PRIMARY KEY (project, id, writer)
     ) WITHOUT ROWID""",
 )
+
+
+def _backfill_summaries(db: sqlite3.Connection) -> None:
+    """Give keys stored before summaries existed their summary, and chunks their position."""
+    keys = db.execute(
+        "SELECT project, id, key, shape, single, generation FROM metric_keys"
+    ).fetchall()
+    for project, id, key, shape, single, generation in keys:
+        if shape == Shape.SINGLE.value:
+            summary = MetricSummary.of(_unpack(single), single=True)
+        else:
+            summary = MetricSummary.of([])
+            chunks = db.execute(
+                "SELECT chunk, vals FROM metric_chunks WHERE project = ? AND id = ? AND key = ?"
+                " AND generation = ? ORDER BY chunk",
+                (project, id, key, generation),
+            ).fetchall()
+            for chunk, vals in chunks:
+                values = _unpack(vals)
+                db.execute(
+                    "UPDATE metric_chunks SET start = ?, n = ? WHERE project = ? AND id = ?"
+                    " AND key = ? AND generation = ? AND chunk = ?",
+                    (summary.count, len(values), project, id, key, generation, chunk),
+                )
+                summary = summary.extend(values)
+        db.execute(
+            "UPDATE metric_keys SET summary = ? WHERE project = ? AND id = ? AND key = ?",
+            (_pack_summary(summary), project, id, key),
+        )
+
+
+SUMMARY_MIGRATION: Final = (
+    # Each key's summary, kept up to date as batches arrive: lists and watches read these,
+    # never the values.
+    "ALTER TABLE metric_keys ADD COLUMN summary BLOB",
+    # Where each chunk starts in its key's list: a page of history is found by index.
+    "ALTER TABLE metric_chunks ADD COLUMN start INTEGER",
+    "ALTER TABLE metric_chunks ADD COLUMN n INTEGER",
+    "CREATE INDEX metric_chunks_by_start ON metric_chunks (project, id, key, generation, start)",
+    _backfill_summaries,
+)
 _IN_CHUNK: Final = 500  # keys per "IN (...)": well below SQLite's variable limit
 
 
@@ -69,8 +120,12 @@ class _Key:
     single: Number | None
     generation: int
     next_chunk: int
+    summary: MetricSummary
     reset: bool = False
     pending: list[Number] = attrs.Factory(list)
+
+
+_EMPTY: Final = MetricSummary.of([])
 
 
 def _pack(values: Sequence[Number]) -> bytes:
@@ -81,6 +136,19 @@ def _unpack(blob: bytes) -> Any:
     return decode_value(orjson.loads(blob))
 
 
+def _pack_summary(summary: MetricSummary) -> bytes:
+    numbers = [summary.last, summary.min, summary.max]
+    return orjson.dumps(
+        [summary.count, *(None if v is None else encode_number(v) for v in numbers)]
+    )
+
+
+def _unpack_summary(blob: bytes, shape: str) -> MetricSummary:
+    count, *numbers = orjson.loads(blob)
+    last, low, high = (None if v is None else decode_number(v) for v in numbers)
+    return MetricSummary(count, last, low, high, single=shape == Shape.SINGLE.value)
+
+
 def _load_keys(
     db: sqlite3.Connection, project: str, id: str, keys: Sequence[str]
 ) -> dict[str, _Key]:
@@ -88,13 +156,15 @@ def _load_keys(
     for start in range(0, len(keys), _IN_CHUNK):
         part = keys[start : start + _IN_CHUNK]
         rows = db.execute(
-            "SELECT key, shape, single, generation, next_chunk FROM metric_keys"
+            "SELECT key, shape, single, generation, next_chunk, summary FROM metric_keys"
             f" WHERE project = ? AND id = ? AND key IN ({','.join('?' * len(part))})",
             (project, id, *part),
         )
-        for key, shape, single, generation, next_chunk in rows:
+        for key, shape, single, generation, next_chunk, summary in rows:
             value = None if single is None else _unpack(single)[0]  # packed as [v]
-            found[key] = _Key(Shape(shape), value, generation, next_chunk)
+            found[key] = _Key(
+                Shape(shape), value, generation, next_chunk, _unpack_summary(summary, shape)
+            )
     return found
 
 
@@ -110,7 +180,7 @@ def apply_ops(db: sqlite3.Connection, project: str, id: str, ops: Iterable[Op]) 
             ignored.append(op.key)
             continue
         if state is None:
-            state = keys[op.key] = _Key(Shape.LIST, None, 0, 0, reset=True)
+            state = keys[op.key] = _Key(Shape.LIST, None, 0, 0, _EMPTY, reset=True)
         assert effect.shape is not None
         if effect.reset is not None or effect.shape is Shape.SINGLE:
             state.generation += 1
@@ -128,17 +198,40 @@ def apply_ops(db: sqlite3.Connection, project: str, id: str, ops: Iterable[Op]) 
                 " AND generation < ?",
                 (project, id, key, state.generation),
             )
+            state.summary = _EMPTY
         if state.pending:
             db.execute(
-                "INSERT INTO metric_chunks VALUES (?, ?, ?, ?, ?, ?)",
-                (project, id, key, state.generation, state.next_chunk, _pack(state.pending)),
+                "INSERT INTO metric_chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    project,
+                    id,
+                    key,
+                    state.generation,
+                    state.next_chunk,
+                    _pack(state.pending),
+                    state.summary.count,
+                    len(state.pending),
+                ),
             )
             state.next_chunk += 1
+            state.summary = state.summary.extend(state.pending)
+        if state.shape is Shape.SINGLE:
+            assert state.single is not None
+            state.summary = MetricSummary.of([state.single], single=True)
         if state.reset or state.pending:
             single = None if state.single is None else _pack([state.single])
             db.execute(
-                "INSERT OR REPLACE INTO metric_keys VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (project, id, key, state.shape.value, single, state.generation, state.next_chunk),
+                "INSERT OR REPLACE INTO metric_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    project,
+                    id,
+                    key,
+                    state.shape.value,
+                    single,
+                    state.generation,
+                    state.next_chunk,
+                    _pack_summary(state.summary),
+                ),
             )
     return ignored
 
@@ -197,6 +290,56 @@ def read_many(db: sqlite3.Connection, project: str, ids: list[str]) -> dict[str,
         ):
             found[id][key].extend(_unpack(vals))
     return found
+
+
+def summaries(
+    db: sqlite3.Connection, project: str, ids: list[str]
+) -> dict[str, dict[str, MetricSummary]]:
+    """Each key's summary for several runs of a project: one query, no values read."""
+    found: dict[str, dict[str, MetricSummary]] = {}
+    for start in range(0, len(ids), _IN_CHUNK):
+        part = ids[start : start + _IN_CHUNK]
+        for id, key, shape, summary in db.execute(
+            "SELECT id, key, shape, summary FROM metric_keys"
+            f" WHERE project = ? AND id IN ({','.join('?' * len(part))}) ORDER BY id, key",
+            (project, *part),
+        ):
+            found.setdefault(id, {})[key] = _unpack_summary(summary, shape)
+    return found
+
+
+def history(
+    db: sqlite3.Connection, project: str, id: str, key: str, offset: int, limit: int
+) -> list[Number] | None:
+    """Up to ``limit`` values of a key's list from ``offset`` on (``None``: no such key).
+
+    The chunks holding the page are found by index: a page costs what it holds, wherever it
+    is in a history of millions. A single-valued key is a list of one here.
+    """
+    row = db.execute(
+        "SELECT shape, single, generation FROM metric_keys"
+        " WHERE project = ? AND id = ? AND key = ?",
+        (project, id, key),
+    ).fetchone()
+    if row is None:
+        return None
+    shape, single, generation = row
+    if shape == Shape.SINGLE.value:
+        return list(_unpack(single)[offset : offset + limit])
+    where = "project = ? AND id = ? AND key = ? AND generation = ?"
+    first = db.execute(
+        f"SELECT max(start) FROM metric_chunks WHERE {where} AND start <= ?",
+        (project, id, key, generation, offset),
+    ).fetchone()[0]
+    values: list[Number] = []
+    for start, vals in db.execute(
+        f"SELECT start, vals FROM metric_chunks WHERE {where} AND start >= ? AND start < ?"
+        " ORDER BY start",
+        (project, id, key, generation, first or 0, offset + limit),
+    ):
+        chunk = _unpack(vals)
+        values += chunk[max(0, offset - start) : offset + limit - start]
+    return values
 
 
 def delete(db: sqlite3.Connection, project: str, id: str) -> None:

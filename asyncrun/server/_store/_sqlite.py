@@ -30,8 +30,11 @@ from .._procs import private_dir, private_file
 from . import _metrics, _tokens
 from ._metrics import BatchResult
 
+Step = str | Callable[[sqlite3.Connection], None]
+"""A migration step: a statement, or a function for what SQL alone cannot do (a backfill)."""
+
 # Each entry migrates the schema from its index to index + 1; append, never edit.
-MIGRATIONS: Final[Sequence[Sequence[str]]] = (
+MIGRATIONS: Final[Sequence[Sequence[Step]]] = (
     (
         """CREATE TABLE runs (
             project TEXT NOT NULL,
@@ -89,6 +92,7 @@ MIGRATIONS: Final[Sequence[Sequence[str]]] = (
         # Label rows are replaced on every write of a run: find them by run, not by scan.
         "CREATE INDEX run_labels_by_run ON run_labels (project, id)",
     ),
+    _metrics.SUMMARY_MIGRATION,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -199,9 +203,12 @@ class SQLiteStore:
                     f"{self.path} has schema version {version}, newer than this asyncrun "
                     f"({SCHEMA_VERSION}): upgrade asyncrun"
                 )
-            for statements in MIGRATIONS[version:]:
-                for statement in statements:
-                    db.execute(statement)
+            for steps in MIGRATIONS[version:]:
+                for step in steps:
+                    if isinstance(step, str):
+                        db.execute(step)
+                    else:
+                        step(db)
             if row is None:
                 db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
             else:
@@ -232,7 +239,9 @@ class SQLiteStore:
             to_microseconds(created),
             run.metadata.revision,
             # Metrics live in their own append-only tables, never in the document.
-            _serde.dumps(attrs.evolve(run, status=attrs.evolve(run.status, metrics={}))),
+            _serde.dumps(
+                attrs.evolve(run, status=attrs.evolve(run.status, metrics={}, metric_summary={}))
+            ),
             self._next_seq(db),
             run.project,
             run.id,
@@ -285,17 +294,28 @@ class SQLiteStore:
         return None
 
     def _load(self, doc: bytes) -> Run:
-        run = _serde.run_from_stored(doc)
-        run.status.metrics = _metrics.read(self._db, run.project, run.id)
+        (run,) = self._load_page([doc])
         return run
 
     def _load_page(self, docs: list[bytes]) -> list[Run]:
+        # Records come with each metric key's summary, never its values: reading a run costs
+        # the same whatever its history (metrics() reads the values when they are asked for).
         runs = [_serde.run_from_stored(doc) for doc in docs]
         if runs:
-            metrics = _metrics.read_many(self._db, runs[0].project, [run.id for run in runs])
+            found = _metrics.summaries(self._db, runs[0].project, [run.id for run in runs])
             for run in runs:
-                run.status.metrics = metrics.get(run.id, {})
+                run.status.metric_summary = found.get(run.id, {})
         return runs
+
+    def metrics(self, project: str, id: str) -> dict[str, Any]:
+        """A run's full metrics: each key's single value, or its whole list."""
+        return _metrics.read(self._db, project, id)
+
+    def metric_history(
+        self, project: str, id: str, key: str, offset: int, limit: int
+    ) -> list[Any] | None:
+        """Up to ``limit`` values of a metric key from ``offset`` on (``None``: no such key)."""
+        return _metrics.history(self._db, project, id, key, offset, limit)
 
     def apply_metric_batch(
         self, project: str, id: str, writer: str, seq: int, ops: list[Op]
@@ -459,7 +479,7 @@ class SQLiteStore:
         for start in range(0, len(changed), 500):
             part = changed[start : start + 500]
             sql = f"SELECT doc FROM runs WHERE project = ? AND id IN ({','.join('?' * len(part))})"
-            runs += [self._load(doc) for (doc,) in self._db.execute(sql, (project, *part))]
+            runs += self._load_page([doc for (doc,) in self._db.execute(sql, (project, *part))])
         return Changes(seq, runs, [id_ for id_ in dict.fromkeys(wanted) if id_ not in found])
 
     # -- executions -----------------------------------------------------------------------
