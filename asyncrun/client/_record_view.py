@@ -66,19 +66,21 @@ class RecordView:
     def metrics(self) -> dict[str, Any]:
         """The run's metrics as of the last read (``status.metrics``).
 
-        Each key holds a number or a list of numbers. Buffered ``log_metric`` calls show
-        after ``flush()`` and ``refresh()``.
+        Each key holds a number or a list of numbers. ``get_run()``, ``refresh()`` and the end
+        of ``wait()`` read them in full; saves and actions keep what was last read. Buffered
+        ``log_metric`` calls show after ``flush()`` and ``refresh()``.
 
         Raises:
-            MetricsNotLoaded: if the run came from ``list_runs()``, which carries only a
-                summary of each key (``metric_summary``); ``refresh()`` loads the values.
+            MetricsNotLoaded: if the record holds only a summary of some key: a run from
+                ``list_runs()``, or one that gained keys since its last read. ``refresh()``
+                loads the values; ``metric_summary`` needs no read.
         """
         status = self.record.status
         if not metrics_loaded(status.metrics, status.metric_summary):
             raise MetricsNotLoaded(
-                f"run {self.record.id!r} came from a listing, which carries a summary of each "
-                "metric (run.metric_summary), not its values: refresh() the run to load them, "
-                "or read one key with metric_history(key)",
+                f"run {self.record.id!r} holds a summary of its metrics (run.metric_summary), "
+                "not all their values (it came from a listing, or gained keys since it was "
+                "read): refresh() it to load them, or read one key with metric_history(key)",
                 detail={"id": self.record.id},
             )
         return status.metrics

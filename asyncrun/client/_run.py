@@ -161,8 +161,11 @@ class AsyncRun(RecordView):
         data = _serde.to_dict(self._record)
         _serde.check_data(data)  # before JSON would turn NaN into null on the way
         if update:
+            # Metrics are the server's (they change through log_metric only): not sent again.
+            data["status"].pop("metrics", None)
+            data["status"].pop("metric_summary", None)
             revision = self._record.metadata.revision
-            await self._take(await transport.update_run(self.project, self.id, data, revision))
+            self._keep(await transport.update_run(self.project, self.id, data, revision))
         else:
             self._record = await self._client._creates.create(self.project, data)
         return self
@@ -175,6 +178,13 @@ class AsyncRun(RecordView):
         """
         await self._take(await self._client._transport.get_run(self.project, self.id))
         return self
+
+    def _keep(self, record: Run) -> None:
+        # Saves and actions answer with summaries only: the metrics stay as of the last read
+        # (``run.metrics`` asks for a refresh() once a key is missing from them).
+        if not record.status.metrics:
+            record.status.metrics = self._record.status.metrics
+        self._record = record
 
     async def _take(self, record: Run) -> None:
         # A single run's answer carries its metrics inline when they are small; larger
@@ -253,7 +263,7 @@ class AsyncRun(RecordView):
         Raises:
             InvalidTransition: if the run was already started.
         """
-        await self._take(await self._client._transport.action(self.project, self.id, "run"))
+        self._keep(await self._client._transport.action(self.project, self.id, "run"))
         return self
 
     async def stop(self) -> AsyncRun:
@@ -265,7 +275,7 @@ class AsyncRun(RecordView):
         Raises:
             InvalidTransition: if the run is not READY, PENDING or RUNNING.
         """
-        await self._take(await self._client._transport.action(self.project, self.id, "stop"))
+        self._keep(await self._client._transport.action(self.project, self.id, "stop"))
         return self
 
     async def resume(self) -> AsyncRun:
@@ -277,7 +287,7 @@ class AsyncRun(RecordView):
         Raises:
             InvalidTransition: if the run is not STOPPED.
         """
-        await self._take(await self._client._transport.action(self.project, self.id, "resume"))
+        self._keep(await self._client._transport.action(self.project, self.id, "resume"))
         return self
 
     async def wait(self, log_info: bool = True, timeout: float | None = None) -> AsyncRun:

@@ -200,7 +200,8 @@ class Api:
         )
 
     def _record(self, run: Run, status_code: int = 200) -> Response:
-        # One run's answer carries its metrics when they are small; lists and watches never.
+        # A read of one run carries its metrics when they are small; lists, watches, saves and
+        # actions carry only their summaries, so their cost never follows a history.
         return _run_response(self.service.with_metrics(run), status_code)
 
     async def create_run(self, request: Request) -> Response:
@@ -267,7 +268,7 @@ class Api:
         assert id_ is not None
         revision = parse_if_match(request.headers.get("if-match"))
         run = await self.service.update(project, id_, await self._body(request), revision)
-        return self._record(run)
+        return _run_response(run)
 
     async def delete_run(self, request: Request) -> Response:
         project, id_ = self._names(request)
@@ -290,7 +291,7 @@ class Api:
         act = {"run": self.service.run, "stop": self.service.stop, "resume": self.service.resume}
         if name not in act:
             raise NotFound(f"no action {name!r}; actions are run, stop and resume")
-        return self._record(await act[name](project, id_))
+        return _run_response(await act[name](project, id_))
 
     async def watch(self, request: Request) -> Response:
         project, _ = self._names(request)

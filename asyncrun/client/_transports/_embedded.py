@@ -81,7 +81,7 @@ class EmbeddedTransport(AsyncTransport):
 
     async def action(self, project: str, id: str, action: str) -> Run:
         act = {"run": self._service.run, "stop": self._service.stop, "resume": self._service.resume}
-        return self._service.with_metrics(await act[action](project, id))
+        return await act[action](project, id)
 
     async def watch(self, project: str, query: WatchQuery) -> Changes:
         return await self._service.watch(

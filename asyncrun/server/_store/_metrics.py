@@ -98,6 +98,8 @@ SUMMARY_MIGRATION: Final = (
     _backfill_summaries,
 )
 _IN_CHUNK: Final = 500  # keys per "IN (...)": well below SQLite's variable limit
+CHUNK_VALUES: Final = 8192
+"""Most values one chunk row holds: a page of history unpacks little more than it returns."""
 
 
 class SequenceGap(Conflict):
@@ -199,7 +201,8 @@ def apply_ops(db: sqlite3.Connection, project: str, id: str, ops: Iterable[Op]) 
                 (project, id, key, state.generation),
             )
             state.summary = _EMPTY
-        if state.pending:
+        for start in range(0, len(state.pending), CHUNK_VALUES):
+            part = state.pending[start : start + CHUNK_VALUES]
             db.execute(
                 "INSERT INTO metric_chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -208,13 +211,13 @@ def apply_ops(db: sqlite3.Connection, project: str, id: str, ops: Iterable[Op]) 
                     key,
                     state.generation,
                     state.next_chunk,
-                    _pack(state.pending),
+                    _pack(part),
                     state.summary.count,
-                    len(state.pending),
+                    len(part),
                 ),
             )
             state.next_chunk += 1
-            state.summary = state.summary.extend(state.pending)
+            state.summary = state.summary.extend(part)
         if state.shape is Shape.SINGLE:
             assert state.single is not None
             state.summary = MetricSummary.of([state.single], single=True)
