@@ -1,0 +1,87 @@
+"""mkdocs hooks: parts of pages generated from their source at every build.
+
+A page holds a marker comment where generated content goes; the build replaces it, so the
+site can never show a stale copy:
+
+- ``<!-- generated: cli-reference -->``: the ``--help`` of every ``asyncrun`` command, from
+  click (``tests/test_docs.py`` checks each one against the real ``asyncrun ... --help``);
+- ``<!-- generated: hostile-input-tables -->``: the hostile-input tables, from
+  ``tests/bad_input/_table.py`` (the same rows the tests run; ``python -m
+  tests.bad_input._table`` prints them).
+
+A marker left in a page after the build, or a generator that fails, fails the build.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+ROOT = Path(__file__).resolve().parent.parent
+HELP_WIDTH = 80
+"""Columns the CLI reference is wrapped at (``COLUMNS=82`` in a terminal: click keeps 2)."""
+
+
+def _load_by_path(name: str, path: Path) -> Any:
+    # By path, not ``import tests...``: a ``tests`` package installed by some other
+    # distribution must not shadow the repository's.
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def hostile_input_tables() -> str:
+    """The hostile-input tables, rendered by ``tests/bad_input/_table.py``."""
+    table = _load_by_path("_asyncrun_docs_hostile_table", ROOT / "tests/bad_input/_table.py")
+    return str(table.markdown())
+
+
+def cli_commands() -> Iterator[tuple[list[str], str]]:
+    """``(path, help text)`` of ``asyncrun`` and every subcommand, depth first, as listed."""
+    from asyncrun._cli import cli
+
+    def walk(
+        command: click.Command, path: list[str], parent: click.Context | None
+    ) -> Iterator[tuple[list[str], str]]:
+        settings: dict[str, Any] = {**command.context_settings, "terminal_width": HELP_WIDTH}
+        ctx = click.Context(command, info_name=path[-1], parent=parent, **settings)
+        yield path[1:], command.get_help(ctx)
+        if isinstance(command, click.Group):
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                if sub is not None and not sub.hidden:
+                    yield from walk(sub, [*path, name], ctx)
+
+    yield from walk(cli, ["asyncrun"], None)
+
+
+def cli_reference() -> str:
+    """One section per command: its ``--help``, as the command prints it."""
+    sections = []
+    for path, text in cli_commands():
+        title = " ".join(["asyncrun", *path])
+        level = "##" if len(path) <= 1 else "###"
+        sections.append(f"{level} `{title}`\n\n```text\n{text}\n```\n")
+    return "\n".join(sections)
+
+
+GENERATORS: dict[str, Callable[[], str]] = {
+    "<!-- generated: cli-reference -->": cli_reference,
+    "<!-- generated: hostile-input-tables -->": hostile_input_tables,
+}
+
+
+def on_page_markdown(markdown: str, **kwargs: Any) -> str:
+    """Replace every generator marker of a page with its generated content."""
+    for marker, generate in GENERATORS.items():
+        if marker in markdown:
+            markdown = markdown.replace(marker, generate())
+    return markdown
