@@ -5,6 +5,10 @@ site can never show a stale copy:
 
 - ``<!-- generated: cli-reference -->``: the ``--help`` of every ``asyncrun`` command, from
   click (``tests/test_docs.py`` checks each one against the real ``asyncrun ... --help``);
+- ``<!-- generated: http-operations -->``: the operations of the HTTP API, from the OpenAPI
+  document the server serves at ``/openapi.json``;
+- ``<!-- generated: error-classes -->``: the public error classes of ``asyncrun``, their
+  bases, ``code`` and HTTP status;
 - ``<!-- generated: hostile-input-tables -->``: the hostile-input tables, from
   ``tests/bad_input/_table.py`` (the same rows the tests run; ``python -m
   tests.bad_input._table`` prints them).
@@ -31,7 +35,8 @@ def _load_by_path(name: str, path: Path) -> Any:
     # By path, not ``import tests...``: a ``tests`` package installed by some other
     # distribution must not shadow the repository's.
     spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None, path
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses resolve string annotations through sys.modules
     spec.loader.exec_module(module)
@@ -73,9 +78,47 @@ def cli_reference() -> str:
     return "\n".join(sections)
 
 
+def http_operations() -> str:
+    """A table of the HTTP API's operations, from the server's OpenAPI document."""
+    from asyncrun.server._openapi import openapi_document
+
+    lines = ["| method | path | what | statuses |", "|---|---|---|---|"]
+    for path, operations in openapi_document()["paths"].items():
+        for method, operation in operations.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue  # path-level parameters
+            summary = str(operation.get("summary", "")).replace("|", "\\|")
+            statuses = ", ".join(sorted(operation["responses"]))
+            lines.append(f"| `{method.upper()}` | `{path}` | {summary} | {statuses} |")
+    return "\n".join(lines)
+
+
+def error_classes() -> str:
+    """A table of the public error classes: name, bases, ``code``, HTTP status."""
+    import asyncrun
+
+    errors = [
+        value
+        for name in asyncrun.__all__
+        if isinstance(value := getattr(asyncrun, name), type)
+        and issubclass(value, asyncrun.AsyncRunError)
+    ]
+    errors.sort(key=lambda cls: ([c.__name__ for c in reversed(cls.__mro__)], cls.__name__))
+    lines = ["| error | is a | `code` | HTTP status |", "|---|---|---|---|"]
+    for cls in errors:
+        bases = ", ".join(f"`{base.__name__}`" for base in cls.__bases__)
+        anchor = f"asyncrun.{cls.__name__}"
+        lines.append(
+            f"| [`{cls.__name__}`](#{anchor}) | {bases} | `{cls.code}` | {cls.status_code} |"
+        )
+    return "\n".join(lines)
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "<!-- generated: cli-reference -->": cli_reference,
     "<!-- generated: hostile-input-tables -->": hostile_input_tables,
+    "<!-- generated: http-operations -->": http_operations,
+    "<!-- generated: error-classes -->": error_classes,
 }
 
 
