@@ -13,12 +13,15 @@ site can never show a stale copy:
   ``tests/bad_input/_table.py`` (the same rows the tests run; ``python -m
   tests.bad_input._table`` prints them).
 
-A marker left in a page after the build, or a generator that fails, fails the build.
+A generator that fails fails the build. The API reference's docstrings use a few Sphinx
+roles (``:class:`~asyncrun.Run```); mkdocstrings renders them as text, so
+:func:`on_page_content` shows them as code, as Sphinx would.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -128,3 +131,16 @@ def on_page_markdown(markdown: str, **kwargs: Any) -> str:
         if marker in markdown:
             markdown = markdown.replace(marker, generate())
     return markdown
+
+
+_ROLE = re.compile(r":(?:class|meth|func|attr|mod|exc|data|obj):<code>(~?)([^<]*)</code>")
+
+
+def _unrole(match: re.Match[str]) -> str:
+    tilde, target = match.groups()
+    return f"<code>{target.rsplit('.', 1)[-1] if tilde else target}</code>"
+
+
+def on_page_content(html: str, **kwargs: Any) -> str:
+    """Render Sphinx roles left in docstrings as Sphinx shows them: ``~a.b.C`` as ``C``."""
+    return _ROLE.sub(_unrole, html)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 import re
@@ -19,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from types import ModuleType
@@ -88,6 +90,19 @@ def test_the_generated_tables_render() -> None:
     assert HOOKS.hostile_input_tables().startswith("| hostile input | request |")
     assert "`/api/v1/projects/{project}/runs`" in HOOKS.http_operations()
     assert "[`NotFound`](#asyncrun.NotFound)" in HOOKS.error_classes()
+
+
+def test_every_python_example_in_the_guides_compiles() -> None:
+    # Guide examples are fragments (``client`` and ``run`` come from the text around them),
+    # so they are compiled, with top-level ``await`` allowed, not run.
+    fence = re.compile(r"^( *)```python\n(.*?)^\1```", re.S | re.M)
+    found = 0
+    for page in sorted(DOCS.rglob("*.md")):
+        for match in fence.finditer(page.read_text("utf-8")):
+            code = textwrap.dedent(match[2])
+            compile(code, str(page), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+            found += 1
+    assert found >= 9
 
 
 # --- the server guide's walkthrough -----------------------------------------------------------
