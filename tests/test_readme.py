@@ -14,12 +14,16 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import site
 import subprocess
 import sys
+import venv
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+import asyncrun
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -87,6 +91,36 @@ def test_every_block_is_bash_or_python() -> None:
     assert {b.lang for b in README_BLOCKS if not b.skip} <= {"bash", "python"}
 
 
+def _python_under_test(folder: Path) -> str:
+    """An interpreter whose ``import asyncrun`` is the code under test, PYTHONPATH or not.
+
+    Jobs get a built environment, without PYTHONPATH: a checkout tested through PYTHONPATH, on
+    a venv where another checkout is installed, would have its jobs (which import asyncrun)
+    run the other checkout's code. Then this makes a venv that sees the code under test first
+    and this interpreter's packages after it. Otherwise (nox, CI) it is this interpreter.
+    """
+    tested = Path(asyncrun.__file__).resolve().parent
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    seen = subprocess.run(
+        [sys.executable, "-c", "import asyncrun; print(asyncrun.__file__)"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BLOCK_TIMEOUT,
+        check=False,
+    )
+    if seen.returncode == 0 and Path(seen.stdout.strip()).resolve().parent == tested:
+        return sys.executable
+    overlay = folder / "venv"
+    venv.create(overlay, with_pip=False, symlinks=True)
+    (purelib,) = overlay.glob("lib/python*/site-packages")
+    packages = [*site.getsitepackages(), site.getusersitepackages()]
+    adds = "; ".join(f"site.addsitedir({d!r})" for d in packages)
+    (purelib / "asyncrun_under_test.pth").write_text(f"{tested.parent}\nimport site; {adds}\n")
+    return str(overlay / "bin" / "python")
+
+
 @pytest.fixture
 def reader(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A fresh folder, and the environment of a reader's shell in it."""
@@ -94,7 +128,7 @@ def reader(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     work.mkdir()
     shims = tmp_path / "bin"
     shims.mkdir()
-    python = shlex.quote(sys.executable)
+    python = shlex.quote(_python_under_test(tmp_path))
     for name, command in {
         "python": python,
         "python3": python,
@@ -141,7 +175,7 @@ def test_every_block_runs_in_order(reader: tuple[Path, dict[str, str]]) -> None:
         if block.lang == "bash":
             _run(["bash", "-e", "-o", "pipefail", "-c", block.code], work, env, what)
         else:
-            _run([sys.executable, "-c", block.code], work, env, what)
+            _run(["python", "-c", block.code], work, env, what)
         ran += 1
     assert ran >= 4  # the job module, the CLI, async and sync Python
 
