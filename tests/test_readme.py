@@ -86,6 +86,13 @@ def test_the_readme_test_command_is_what_ci_runs() -> None:
     assert any(b.code.strip() == TEST_COMMAND for b in README_BLOCKS)
 
 
+def test_every_relative_link_exists() -> None:
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README.read_text(encoding="utf-8"))
+    relative = [link for link in links if "://" not in link]
+    assert relative
+    assert [link for link in relative if not (ROOT / link).exists()] == []
+
+
 def test_every_block_is_bash_or_python() -> None:
     # Anything else could not run: a new language needs a runner here, or a skip marker.
     assert {b.lang for b in README_BLOCKS if not b.skip} <= {"bash", "python"}
