@@ -21,6 +21,7 @@ import attrs
 
 from ... import _serde
 from ..._core import launch as _launch
+from ..._core import logs as _logs
 from ..._core.auth import Grant
 from ..._core.errors import AlreadyExists, NotFound, RevisionConflict, StorageFull
 from ..._core.metrics import Mode, Op
@@ -135,6 +136,7 @@ class Execution:
 Ident = tuple[str, str, int, int]
 """``(project, id, number, reserved_us)`` of an execution."""
 _MATCH: Final = "project = ? AND id = ? AND execution = ? AND reserved_us = ?"
+_MAX_INT: Final = 2**63 - 1
 
 
 def _from_us(value: int) -> datetime:
@@ -560,14 +562,33 @@ class SQLiteStore:
                         (project, id, end - keep),
                     )
 
-    def read_logs(self, project: str, id: str, offset: int, limit: int) -> list[LogLine]:
-        """Up to ``limit`` lines of a run's log from ``offset`` on."""
-        rows = self._db.execute(
+    def read_logs(
+        self, project: str, id: str, offset: int, limit: int, *, before: int | None = None
+    ) -> list[LogLine]:
+        """Up to ``limit`` lines of a run's log from ``offset`` on (and before ``before``).
+
+        The page stops before the line that would take it past ``logs.PAGE_BUDGET`` bytes of
+        JSON (but always holds its first line): rows are read one by one, so a log of long
+        lines is never loaded whole.
+        """
+        cursor = self._db.execute(
             "SELECT line_no, stream, time_us, text FROM logs"
-            " WHERE project = ? AND id = ? AND line_no >= ? ORDER BY line_no LIMIT ?",
-            (project, id, offset, limit),
-        ).fetchall()
-        return [LogLine(no, stream, _from_us(time_us), text) for no, stream, time_us, text in rows]
+            " WHERE project = ? AND id = ? AND line_no >= ? AND line_no < ?"
+            " ORDER BY line_no LIMIT ?",
+            (project, id, offset, _MAX_INT if before is None else before, limit),
+        )
+        lines: list[LogLine] = []
+        used = 0
+        try:
+            for no, stream, time_us, text in cursor:
+                cost = _logs.line_cost(len(_serde.dumps(text)))
+                if not _logs.fits(used, cost):
+                    break
+                used += cost
+                lines.append(LogLine(no, stream, _from_us(time_us), text))
+        finally:
+            cursor.close()
+        return lines
 
     # -- tokens (see _tokens.py) ----------------------------------------------------------
 
