@@ -30,6 +30,7 @@ from .._core.errors import (
     UnsupportedMediaType,
     ValidationError,
 )
+from .._core.logs import LogQuery
 from .._core.metrics import Batch
 from .._core.protocol import API_PREFIX, etag, parse_batch_create, parse_if_match
 from .._core.query import ListQuery, WatchQuery
@@ -50,28 +51,6 @@ async def _cancel_on_disconnect(request: Request, scope: anyio.CancelScope) -> N
         if message["type"] == "http.disconnect":
             scope.cancel()
             return
-
-
-def _int_param(raw: str | None, field: str, default: int, low: int, high: int) -> int:
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise ValidationError(
-            f"{field} must be an integer from {low} to {high}", detail={"field": field}
-        )
-    return value
-
-
-def _bool_param(raw: str | None, field: str) -> bool:
-    if raw is None or raw.lower() in ("false", "0", "no"):
-        return False
-    if raw.lower() in ("true", "1", "yes"):
-        return True
-    raise ValidationError(f"{field} must be true or false", detail={"field": field})
 
 
 def _json(data: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -275,22 +254,19 @@ class Api:
         project, id_ = self._names(request)
         assert id_ is not None
         params = request.query_params
-        unknown = sorted(set(params) - {"offset", "limit", "follow"})
-        if unknown:
-            raise ValidationError(
-                f"unknown query parameter {unknown[0]!r}", detail={"field": unknown[0]}
-            )
-        offset = _int_param(params.get("offset"), "offset", 0, 0, 2**62)
-        follow = _bool_param(params.get("follow"), "follow")
-        if not follow:
-            limit = _int_param(params.get("limit"), "limit", 1000, 1, 10_000)
-            lines = await self.service.read_logs(project, id_, offset, limit)
+        query = LogQuery.from_params({key: params.getlist(key) for key in params})
+        offset = query.offset
+        if not query.follow:
+            page = await self.service.read_logs(project, id_, offset, query.page_limit, query.tail)
             return _json(
                 {
-                    "lines": [_serde.log_line_to_dict(line) for line in lines],
-                    "next_offset": lines[-1].offset + 1 if lines else offset,
+                    "lines": [_serde.log_line_to_dict(line) for line in page.lines],
+                    "next_offset": page.next_offset,
+                    "end_offset": page.end_offset,
                 }
             )
+        if query.tail is not None:  # start the stream at the tail
+            offset = await self.service.tail_offset(project, id_, query.tail)
         await self.service.get(project, id_)  # a missing run is a 404, not an empty stream
         return StreamingResponse(self._stream(project, id_, offset), media_type=_NDJSON)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from .._core.logs import check_read
 from .._core.metrics import MetricType
 from .._core.records import LogLine
 from .._core.records import Run as RunRecord
@@ -83,9 +84,30 @@ class Run(RecordView):
         self._client._call(self._async.wait, log_info, timeout)
         return self
 
-    def logs(self, follow: bool = False, offset: int = 0) -> Iterator[LogLine]:
-        """The run's log lines as a plain iterator; see ``AsyncRun.logs``."""
-        batches = self._async._log_batches(follow, offset)
+    def logs(
+        self,
+        follow: bool = False,
+        offset: int = 0,
+        *,
+        tail: int | None = None,
+        limit: int | None = None,
+    ) -> Iterator[LogLine]:
+        """The run's log lines as a plain iterator; see ``AsyncRun.logs``.
+
+        Raises:
+            ValidationError: (at once) if the arguments are wrong; see ``AsyncRun.logs``.
+        """
+        check_read(offset, tail, limit)
+        return self._lines(follow, offset, tail, limit)
+
+    def log_end(self) -> int:
+        """The offset the run's next log line will get; see ``AsyncRun.log_end``."""
+        return self._client._call(self._async.log_end)
+
+    def _lines(
+        self, follow: bool, offset: int, tail: int | None, limit: int | None
+    ) -> Iterator[LogLine]:
+        batches = self._async._log_batches(follow, offset, tail, limit)
         try:
             while True:
                 try:

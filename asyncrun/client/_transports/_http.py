@@ -19,6 +19,7 @@ from ..._core.errors import (
     TransportError,
     error_from_body,
 )
+from ..._core.logs import MAX_OFFSET, LogPage, LogQuery
 from ..._core.metrics import Batch
 from ..._core.polling import Backoff
 from ..._core.protocol import etag, runs_path
@@ -348,13 +349,17 @@ class HTTPTransport(AsyncTransport):
             data["seq"], [_serde.from_dict(run) for run in data["runs"]], data["missing"]
         )
 
-    async def read_logs(self, project: str, id: str, offset: int, limit: int) -> list[LogLine]:
-        params = [("offset", str(offset)), ("limit", str(limit))]
+    async def read_logs(
+        self, project: str, id: str, offset: int, limit: int, tail: int | None = None
+    ) -> LogPage:
+        params = LogQuery.build(offset=offset, limit=limit, tail=tail).to_params()
         response = await self._send(
             "GET", runs_path(project, id, "logs"), params=params, retry="idempotent"
         )
         data = _serde.loads(response.content)
-        return [_serde.log_line_from_dict(line) for line in data["lines"]]
+        lines = [_serde.log_line_from_dict(line) for line in data["lines"]]
+        # A server older than end_offset: read on until an empty page.
+        return LogPage(lines, data["next_offset"], data.get("end_offset", MAX_OFFSET))
 
     async def follow_logs(
         self, project: str, id: str, offset: int

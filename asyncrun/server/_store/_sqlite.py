@@ -536,7 +536,8 @@ class SQLiteStore:
         """Append ``(stream, time_us, text)`` lines of executions to their runs' logs at once.
 
         Only the newest ``keep`` lines of each run are kept. Lines of executions that no
-        longer exist (their run was deleted) are dropped.
+        longer exist (their run was deleted) are dropped. A run's stored offsets stay
+        contiguous: lines are numbered on from the newest, and only the oldest are dropped.
         """
         with self._write() as db:
             for ident, batch in lines.items():
@@ -561,6 +562,19 @@ class SQLiteStore:
                         "DELETE FROM logs WHERE project = ? AND id = ? AND line_no < ?",
                         (project, id, end - keep),
                     )
+
+    def log_bounds(self, project: str, id: str) -> tuple[int, int]:
+        """``(first, end)``: the offset of a run's oldest stored line and the one after its newest.
+
+        ``(0, 0)`` if it wrote none. Two seeks on the primary key, whatever the log's length;
+        offsets in between are contiguous (see :meth:`append_logs`).
+        """
+        first, last = self._db.execute(
+            "SELECT (SELECT min(line_no) FROM logs WHERE project = ?1 AND id = ?2),"
+            " (SELECT max(line_no) FROM logs WHERE project = ?1 AND id = ?2)",
+            (project, id),
+        ).fetchone()
+        return (0, 0) if last is None else (int(first), int(last) + 1)
 
     def read_logs(
         self, project: str, id: str, offset: int, limit: int, *, before: int | None = None
