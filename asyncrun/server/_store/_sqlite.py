@@ -433,7 +433,7 @@ class SQLiteStore:
         """
         if query.ids:
             return "ids"  # at most MAX_IDS runs, found by key
-        probes: dict[str, tuple[str, list[object]]] = {}
+        probes: dict[str, tuple[str, list[str]]] = {}
         for label in dict.fromkeys(query.labels):
             probes[f"label:{label}"] = ("run_labels WHERE project = ? AND label = ?", [label])
         for column, values in (
