@@ -18,12 +18,18 @@ from pathlib import Path
 
 import _report
 import bench_crud
+import bench_growth
 import bench_metrics
 import bench_runs
 from _harness import REPEATS
 
 HERE = Path(__file__).parent
-MODULES = {"crud": bench_crud, "metrics": bench_metrics, "runs": bench_runs}
+MODULES = {
+    "crud": bench_crud,
+    "metrics": bench_metrics,
+    "runs": bench_runs,
+    "growth": bench_growth,
+}
 
 
 def main() -> None:
