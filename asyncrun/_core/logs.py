@@ -19,7 +19,7 @@ the first and last offsets alone, whatever the log's length.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
 
 import attrs
@@ -45,17 +45,25 @@ MAX_OFFSET: Final = 2**62
 _PARAMS: Final = ("offset", "limit", "tail", "follow")
 
 
-def line_cost(json_text_bytes: int) -> int:
-    """What a line costs in a page, given the length of its text encoded as a JSON string."""
-    return json_text_bytes + LINE_ENVELOPE_BYTES
+Row = tuple[int, str, int, str]
+"""A stored line: ``(offset, stream, time_us, text)``."""
 
 
-def fits(used: int, cost: int, budget: int = PAGE_BUDGET) -> bool:
-    """Whether a line of ``cost`` still goes into a page whose lines cost ``used`` so far.
+def take_page(rows: Iterable[Row], encode: Callable[[str], bytes]) -> list[Row]:
+    """The rows of one page: in order, up to the one that would take it past the budget.
 
-    The first line always does: a page is never empty while lines remain.
+    A row costs its text as ``encode`` renders it (a JSON string: escapes included) plus
+    :data:`LINE_ENVELOPE_BYTES`. The first row is always taken, so paging never stalls. Rows
+    are consumed one by one: pass a cursor and the rest is never read.
     """
-    return used == 0 or used + cost <= budget
+    page: list[Row] = []
+    used = 0
+    for row in rows:
+        used += len(encode(row[3])) + LINE_ENVELOPE_BYTES
+        if used > PAGE_BUDGET and page:
+            break
+        page.append(row)
+    return page
 
 
 def tail_start(first: int, end: int, tail: int) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import attrs
+import orjson
 
 from ... import _serde
 from ..._core import launch as _launch
@@ -608,18 +609,11 @@ class SQLiteStore:
             " ORDER BY line_no LIMIT ?",
             (project, id, offset, _MAX_INT if before is None else before, limit),
         )
-        lines: list[LogLine] = []
-        used = 0
         try:
-            for no, stream, time_us, text in cursor:
-                cost = _logs.line_cost(len(_serde.dumps(text)))
-                if not _logs.fits(used, cost):
-                    break
-                used += cost
-                lines.append(LogLine(no, stream, _from_us(time_us), text))
+            rows = _logs.take_page(cursor, orjson.dumps)  # the text as the JSON of the page
         finally:
             cursor.close()
-        return lines
+        return [LogLine(no, stream, _from_us(time_us), text) for no, stream, time_us, text in rows]
 
     # -- tokens (see _tokens.py) ----------------------------------------------------------
 
