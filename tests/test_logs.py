@@ -303,3 +303,23 @@ async def test_a_tail_costs_the_same_whatever_the_length_of_the_log(tmp_path: Pa
         steps[n] = counter[0]
     assert steps[50_000] == steps[1_000], steps
     store.close()
+
+
+async def test_a_tail_of_a_trimmed_log_starts_at_its_oldest_kept_line(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "runs.sqlite3")
+    service = RunService(store)
+    record = {"kind": "command+job", "id": "r", "project": "p", "metadata": {"project": "p"}}
+    await service.create("p", {**record, "spec": {"command": ["true"]}})
+    # What --max-log-lines leaves: the oldest lines dropped, offsets never reused.
+    store._db.executemany(
+        "INSERT INTO logs VALUES ('p', 'r', ?, 'stdout', 0, ?)",
+        [(i, f"line {i}") for i in range(500, 1000)],
+    )
+    page = await service.read_logs("p", "r", 0, 10_000, tail=600)
+    assert [line.offset for line in page.lines] == list(range(500, 1000))
+    page = await service.read_logs("p", "r", 0, 3, tail=2)
+    assert ([line.offset for line in page.lines], page.next_offset) == ([998, 999], 1000)
+    page = await service.read_logs("p", "r", 100, 3)
+    assert [line.offset for line in page.lines] == [500, 501, 502]
+    assert await service.tail_offset("p", "r", 10_000) == 500
+    store.close()
