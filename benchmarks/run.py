@@ -18,6 +18,7 @@ from pathlib import Path
 
 import _report
 import bench_crud
+import bench_growth
 import bench_history
 import bench_metrics
 import bench_runs
@@ -29,6 +30,7 @@ MODULES = {
     "metrics": bench_metrics,
     "runs": bench_runs,
     "history": bench_history,
+    "growth": bench_growth,
 }
 
 

@@ -49,6 +49,14 @@ EXPECTED = {
         "B7 memory per AsyncRun held, built",
         "B7 memory per AsyncRun held, COMPLETED",
     ],
+    "growth": [
+        "filter state=COMPLETED (10 runs) among 2,000 runs, embedded",
+        "filter a rare label (10 runs) among 2,000 runs, embedded",
+        "logs(tail=100) of 10,000 lines, embedded",
+        "filter state=COMPLETED (10 runs) among 2,000 runs, HTTP",
+        "filter a rare label (10 runs) among 2,000 runs, HTTP",
+        "logs(tail=100) of 10,000 lines, HTTP",
+    ],
 }
 NUMBER = r"-?[\d,]+"
 # | workload | ours unit (min-max) | floor unit | floor name | ratio | goal |
@@ -60,7 +68,7 @@ ROW = re.compile(
 
 # bench_crud needs scale >= 0.05 (below it, its 50-in-flight workloads send nothing and it
 # divides by zero); the others clamp their sizes to small minimums.
-SCALES = {"crud": "0.05", "metrics": "0.001", "runs": "0.001"}
+SCALES = {"crud": "0.05", "metrics": "0.001", "runs": "0.001", "growth": "0.001"}
 
 
 def _table_rows(modules: list[str], scale: str, home: Path) -> list[str]:

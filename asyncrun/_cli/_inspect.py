@@ -188,6 +188,13 @@ def get_command(ctx: click.Context, run_id: str, project: str | None, as_json: b
 @click.option(
     "--offset", type=click.IntRange(min=0), default=0, help="First line to print (from 0)."
 )
+@click.option(
+    "--tail",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Print only the last N lines (with -f: then follow).",
+)
 @click.option("-t", "--timestamps", is_flag=True, help="Prefix each line with its time.")
 @click.pass_context
 def logs_command(
@@ -196,6 +203,7 @@ def logs_command(
     project: str | None,
     follow: bool,
     offset: int,
+    tail: int | None,
     timestamps: bool,
 ) -> None:
     """Print a run's log lines (stdout and stderr of its job, in order).
@@ -205,12 +213,13 @@ def logs_command(
       asyncrun logs ID
       asyncrun logs -f ID          # until the run ends; Ctrl-C leaves the run running
       asyncrun logs ID -t --offset 100 | less
+      asyncrun logs -f --tail 100 ID
     """
     run = client_of(ctx).get_run(resolve_project(ctx, project), run_id)
     if follow and run.status.state is State.CREATED:
         settings_of(ctx).consoles.err.print(not_started_note(run), style="dim")
     try:
-        stream_logs(run, follow=follow, offset=offset, timestamps=timestamps)
+        stream_logs(run, follow=follow, offset=offset, tail=tail, timestamps=timestamps)
     except KeyboardInterrupt:
         ctx.exit(EXIT_INTERRUPTED)
 

@@ -68,7 +68,9 @@ def _exit_code(run: Run) -> int:
     return EXIT_OK if run.status.state is State.COMPLETED else EXIT_FAILED
 
 
-def stream_logs(run: Run, *, follow: bool, offset: int = 0, timestamps: bool = False) -> None:
+def stream_logs(
+    run: Run, *, follow: bool, offset: int = 0, tail: int | None = None, timestamps: bool = False
+) -> None:
     """Write the run's log lines to stdout, flushing each one while following.
 
     Raises:
@@ -76,7 +78,7 @@ def stream_logs(run: Run, *, follow: bool, offset: int = 0, timestamps: bool = F
     """
     out = sys.stdout
     try:
-        for line in run.logs(follow=follow, offset=offset):
+        for line in run.logs(follow=follow, offset=offset, tail=tail):
             if timestamps:
                 out.write(line.time.astimezone().isoformat(timespec="milliseconds") + " ")
             out.write(line.text + "\n")

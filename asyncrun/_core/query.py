@@ -15,7 +15,9 @@ from typing import Final
 import attrs
 
 from .errors import ValidationError
+from .metrics import check_key
 from .records import Run, State, check_kind, check_label, check_name
+from .summary import MAX_HISTORY_PAGE
 
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
@@ -316,3 +318,50 @@ class WatchQuery:
             else:
                 data[key] = values
         return cls.from_data(data)
+
+
+@attrs.frozen
+class HistoryQuery:
+    """One page of a metric key's history: ``GET .../metrics?key=K&offset=O&limit=N``."""
+
+    key: str
+    offset: int = 0
+    limit: int = MAX_HISTORY_PAGE
+
+    def to_params(self) -> list[tuple[str, str]]:
+        """Render as query parameters."""
+        return [("key", self.key), ("offset", str(self.offset)), ("limit", str(self.limit))]
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Sequence[str]]) -> HistoryQuery:
+        """Parse query parameters (each key mapped to all its values).
+
+        Raises:
+            ValidationError: on an unknown, missing or repeated parameter or a bad value.
+        """
+        unknown = sorted(set(params) - {"key", "offset", "limit"})
+        if unknown:
+            raise _bad(unknown[0], f"unknown query parameter {unknown[0]!r}")
+        for field, values in params.items():
+            if len(values) > 1:
+                raise _bad(field, f"{field} may be given once")
+        if "key" not in params:
+            raise _bad("key", "key is required: the metric key whose values to read")
+        key = params["key"][0]
+        try:
+            check_key(key)
+        except (TypeError, ValueError) as exc:
+            raise _bad("key", str(exc)) from None
+        numbers = {}
+        for field, default, low, high in (
+            ("offset", 0, 0, 2**62),
+            ("limit", MAX_HISTORY_PAGE, 1, MAX_HISTORY_PAGE),
+        ):
+            raw = params.get(field, [str(default)])[0]
+            try:
+                numbers[field] = int(raw)
+            except ValueError:
+                numbers[field] = low - 1
+            if not low <= numbers[field] <= high:
+                raise _bad(field, f"{field} must be an integer from {low} to {high}")
+        return cls(key, numbers["offset"], numbers["limit"])

@@ -15,6 +15,7 @@ import anyio.to_thread
 
 from .. import _serde
 from .._core.errors import NotFound, TransportError, ValidationError, WaitTimeout
+from .._core.logs import check_read
 from .._core.metrics import MetricType, Number, check_key, check_value, ops_of_log_metrics
 from .._core.polling import Backoff
 from .._core.records import LogLine, Run, check_names
@@ -328,33 +329,81 @@ class AsyncRun(RecordView):
                     await self.refresh()
         return self
 
-    def logs(self, follow: bool = False, offset: int = 0) -> AsyncGenerator[LogLine, None]:
+    def logs(
+        self,
+        follow: bool = False,
+        offset: int = 0,
+        *,
+        tail: int | None = None,
+        limit: int | None = None,
+    ) -> AsyncGenerator[LogLine, None]:
         """The run's log lines, in order.
+
+        Without ``follow``, the lines written so far: reading stops at the end the first page
+        saw, however fast the job writes.
 
         Args:
             follow: Keep streaming new lines as they are written, until the run is terminal
                 and its last line was delivered. A broken connection is resumed from the last
                 offset, with no gap and no duplicate.
             offset: First line to deliver (a ``LogLine.offset``).
+            tail: Start with the last ``tail`` lines instead (then follow, with ``follow``);
+                its cost does not grow with the log's length. Not together with ``offset``.
+            limit: Deliver at most this many lines in all.
 
         Returns:
             An async generator of :class:`~asyncrun.LogLine`. To stop reading early under
             Trio, wrap it in ``contextlib.aclosing`` (Trio's rule for async generators).
 
         Raises:
+            ValidationError: (at once) if ``offset``, ``tail`` or ``limit`` is not a
+                non-negative integer, or both ``offset`` and ``tail`` are given.
             TransportError: (while iterating) if a broken stream cannot be resumed.
         """
-        return _flatten(self._log_batches(follow, offset))
+        check_read(offset, tail, limit)
+        return _flatten(self._log_batches(follow, offset, tail, limit))
 
-    async def _log_batches(self, follow: bool, offset: int) -> AsyncGenerator[list[LogLine], None]:
+    async def log_end(self) -> int:
+        """The offset the run's next log line will get: how many lines it has written so far.
+
+        One cheap request, whatever the log's length. ``logs(offset=run.log_end(),
+        follow=True)`` streams only what is written from now on.
+        """
+        page = await self._client._transport.read_logs(self.project, self.id, 0, 1, tail=0)
+        return page.end_offset
+
+    async def _log_batches(
+        self, follow: bool, offset: int, tail: int | None = None, limit: int | None = None
+    ) -> AsyncGenerator[list[LogLine], None]:
         transport = self._client._transport
-        if not follow:
-            while True:
-                lines = await transport.read_logs(self.project, self.id, offset, LOG_PAGE)
-                if not lines:
-                    return
-                yield lines
-                offset = lines[-1].offset + 1
+        left = limit  # lines still wanted; None: all
+
+        def keep(lines: list[LogLine]) -> list[LogLine]:
+            nonlocal left
+            if left is not None:
+                lines = lines[:left]
+                left -= len(lines)
+            return lines
+
+        if left == 0:
+            return
+        if tail is not None or not follow:
+            # Pages (the first at the tail, if asked) up to the end the first page saw; a
+            # follow goes on from there.
+            end: int | None = None
+            while left is None or left > 0:
+                size = LOG_PAGE if left is None else min(LOG_PAGE, left)
+                page = await transport.read_logs(self.project, self.id, offset, size, tail)
+                tail = None
+                end = page.end_offset if end is None else end
+                lines = keep([line for line in page.lines if line.offset < end])
+                if lines:
+                    yield lines
+                offset = max(offset, page.next_offset)
+                if not page.lines or offset >= end:
+                    break
+            if not follow or left == 0:
+                return
         attempt = 0
         broken_since: float | None = None
         while True:
@@ -362,11 +411,13 @@ class AsyncRun(RecordView):
                 stream = transport.follow_logs(self.project, self.id, offset)
                 async with aclosing(stream):
                     async for batch in stream:
-                        fresh = [line for line in batch if line.offset >= offset]
+                        fresh = keep([line for line in batch if line.offset >= offset])
                         if fresh:
                             yield fresh
                             offset = fresh[-1].offset + 1
                         attempt, broken_since = 0, None
+                        if left == 0:
+                            return
                 return
             except TransportError as exc:
                 now = anyio.current_time()

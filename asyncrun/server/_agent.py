@@ -49,6 +49,7 @@ from .. import _serde, kinds
 from .._core import launch as _launch
 from .._core.auth import Grant, make_token, secret_hash
 from .._core.errors import AsyncRunError, NotFound, StorageFull
+from .._core.logs import MAX_LINE_BYTES
 from .._core.records import Run, State
 from .._core.states import TERMINAL, transition
 from ..kinds import Outcome
@@ -64,7 +65,6 @@ FLUSH_LINES = 5000
 DISK_FULL_RETRY = 0.5
 """Seconds between two attempts to write while the disk is full."""
 DISK_FULL_REPORT = 10.0
-MAX_LINE_BYTES = 64 * 1024
 PIPE_GRACE = 2.0
 """Seconds to keep reading after a job exited while a grandchild still holds its pipes."""
 REAP_ORPHANS = 0.5

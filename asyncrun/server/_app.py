@@ -32,11 +32,11 @@ from .._core.errors import (
     UnsupportedMediaType,
     ValidationError,
 )
-from .._core.metrics import Batch, check_key, encode_value
+from .._core.logs import LogQuery
+from .._core.metrics import Batch, encode_value
 from .._core.protocol import API_PREFIX, etag, parse_batch_create, parse_if_match
-from .._core.query import ListQuery, WatchQuery
+from .._core.query import HistoryQuery, ListQuery, WatchQuery
 from .._core.records import Run, check_name
-from .._core.summary import MAX_HISTORY_PAGE
 from ._openapi import openapi_document
 from ._service import RunService
 
@@ -53,28 +53,6 @@ async def _cancel_on_disconnect(request: Request, scope: anyio.CancelScope) -> N
         if message["type"] == "http.disconnect":
             scope.cancel()
             return
-
-
-def _int_param(raw: str | None, field: str, default: int, low: int, high: int) -> int:
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise ValidationError(
-            f"{field} must be an integer from {low} to {high}", detail={"field": field}
-        )
-    return value
-
-
-def _bool_param(raw: str | None, field: str) -> bool:
-    if raw is None or raw.lower() in ("false", "0", "no"):
-        return False
-    if raw.lower() in ("true", "1", "yes"):
-        return True
-    raise ValidationError(f"{field} must be true or false", detail={"field": field})
 
 
 def _json(data: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -240,26 +218,16 @@ class Api:
         project, id_ = self._names(request)
         assert id_ is not None
         params = request.query_params
-        unknown = sorted(set(params) - {"key", "offset", "limit"})
-        if unknown:
-            raise ValidationError(
-                f"unknown query parameter {unknown[0]!r}", detail={"field": unknown[0]}
-            )
-        key = params.get("key")
-        try:
-            check_key(key)
-        except (TypeError, ValueError) as exc:
-            raise ValidationError(f"key: {exc}", detail={"field": "key"}) from None
-        assert key is not None
-        offset = _int_param(params.get("offset"), "offset", 0, 0, 2**62)
-        limit = _int_param(params.get("limit"), "limit", MAX_HISTORY_PAGE, 1, MAX_HISTORY_PAGE)
-        values = await self.service.metric_history(project, id_, key, offset, limit)
+        query = HistoryQuery.from_params({key: params.getlist(key) for key in params})
+        values = await self.service.metric_history(
+            project, id_, query.key, query.offset, query.limit
+        )
         return _json(
             {
-                "key": key,
-                "offset": offset,
+                "key": query.key,
+                "offset": query.offset,
                 "values": encode_value(values),
-                "next_offset": offset + len(values),
+                "next_offset": query.offset + len(values),
             }
         )
 
@@ -331,22 +299,19 @@ class Api:
         project, id_ = self._names(request)
         assert id_ is not None
         params = request.query_params
-        unknown = sorted(set(params) - {"offset", "limit", "follow"})
-        if unknown:
-            raise ValidationError(
-                f"unknown query parameter {unknown[0]!r}", detail={"field": unknown[0]}
-            )
-        offset = _int_param(params.get("offset"), "offset", 0, 0, 2**62)
-        follow = _bool_param(params.get("follow"), "follow")
-        if not follow:
-            limit = _int_param(params.get("limit"), "limit", 1000, 1, 10_000)
-            lines = await self.service.read_logs(project, id_, offset, limit)
+        query = LogQuery.from_params({key: params.getlist(key) for key in params})
+        offset = query.offset
+        if not query.follow:
+            page = await self.service.read_logs(project, id_, offset, query.page_limit, query.tail)
             return _json(
                 {
-                    "lines": [_serde.log_line_to_dict(line) for line in lines],
-                    "next_offset": lines[-1].offset + 1 if lines else offset,
+                    "lines": [_serde.log_line_to_dict(line) for line in page.lines],
+                    "next_offset": page.next_offset,
+                    "end_offset": page.end_offset,
                 }
             )
+        if query.tail is not None:  # start the stream at the tail
+            offset = await self.service.tail_offset(project, id_, query.tail)
         await self.service.get(project, id_)  # a missing run is a 404, not an empty stream
         stream = self._stream(project, id_, offset, self._recheck(request, project))
         return StreamingResponse(stream, media_type=_NDJSON)

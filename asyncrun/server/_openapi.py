@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from .._core import logs
 from .._core.protocol import API_PREFIX, MAX_BATCH_CREATE
 from .._core.query import MAX_IDS, MAX_LIMIT, MAX_WATCH_IDS, MAX_WATCH_SECONDS
 from .._core.records import State
@@ -178,10 +179,20 @@ _SCHEMAS: dict[str, Any] = {
     },
     "LogPage": {
         "type": "object",
-        "required": ["lines", "next_offset"],
+        "description": f"At most {logs.MAX_PAGE_BYTES} bytes of JSON: a page stops before the "
+        "line that would cross it (a page always holds its first line)",
+        "required": ["lines", "next_offset", "end_offset"],
         "properties": {
             "lines": {"type": "array", "items": _ref("LogLine")},
-            "next_offset": {"type": "integer"},
+            "next_offset": {
+                "type": "integer",
+                "description": "Where the next page starts (pass it as offset)",
+            },
+            "end_offset": {
+                "type": "integer",
+                "description": "The offset the run's next line will get (lines written so far), "
+                "as the page was read; the page stops there",
+            },
         },
     },
     "WatchRequest": {
@@ -403,22 +414,32 @@ def openapi_document() -> dict[str, Any]:
             f"{runs}/{{id}}/logs": {
                 "get": {
                     "operationId": "runLogs",
-                    "summary": "Log lines from offset; follow=true streams NDJSON until the "
-                    'run is terminal, then {"end": true}',
+                    "summary": "Log lines from offset (or the last tail lines); follow=true "
+                    'streams NDJSON until the run is terminal, then {"end": true}. Pages and '
+                    f"streamed batches hold at most {logs.MAX_PAGE_BYTES} bytes of JSON",
                     "parameters": [
                         project,
                         run_id,
                         _param(
                             "offset",
                             "query",
-                            {"type": "integer", "minimum": 0, "maximum": 2**62},
+                            {"type": "integer", "minimum": 0, "maximum": logs.MAX_OFFSET},
                             "First line",
                         ),
                         _param(
                             "limit",
                             "query",
-                            {"type": "integer", "minimum": 1, "maximum": 10000},
-                            "Lines",
+                            {"type": "integer", "minimum": 1, "maximum": logs.MAX_LIMIT},
+                            f"Most lines in the page (default {logs.DEFAULT_LIMIT}; with tail, "
+                            f"{logs.MAX_LIMIT}); ignored with follow",
+                        ),
+                        _param(
+                            "tail",
+                            "query",
+                            {"type": "integer", "minimum": 0, "maximum": logs.MAX_OFFSET},
+                            "Start this many lines before the end instead of at offset (422 "
+                            "with a non-zero offset); with follow, stream on from there. "
+                            "tail=0 reads no line: the cheap way to get end_offset",
                         ),
                         _param("follow", "query", {"type": "boolean"}, "Stream as written"),
                     ],

@@ -17,6 +17,7 @@ import attrs
 from .. import _serde, kinds
 from .._core.errors import AsyncRunError, NotFound, ServerStopping, ValidationError
 from .._core.launch import STATUS_KEY
+from .._core.logs import LogPage, tail_start
 from .._core.metrics import Batch
 from .._core.protocol import MAX_REVISION
 from .._core.query import Changes, ListQuery
@@ -430,14 +431,32 @@ class RunService:
                     await self.reap_lost()
             fresh = ()
 
-    async def read_logs(self, project: str, id: str, offset: int, limit: int) -> list[LogLine]:
-        """Up to ``limit`` log lines from ``offset`` on.
+    async def read_logs(
+        self, project: str, id: str, offset: int, limit: int, tail: int | None = None
+    ) -> LogPage:
+        """A page of up to ``limit`` log lines from ``offset``, or ``tail`` lines before the end.
+
+        It carries the end offset as it was when read, and stops there. The page is bounded
+        by bytes too (see :mod:`asyncrun._core.logs`); its cost does not grow with the log's
+        length.
 
         Raises:
             NotFound: if there is no such run.
         """
         await self.get(project, id)
-        return self.store.read_logs(project, id, offset, limit)
+        first, end = self.store.log_bounds(project, id)
+        start = offset if tail is None else tail_start(first, end, tail)
+        lines = self.store.read_logs(project, id, start, limit, before=end)
+        return LogPage(lines, lines[-1].offset + 1 if lines else start, end)
+
+    async def tail_offset(self, project: str, id: str, tail: int) -> int:
+        """The offset of the first of a run's last ``tail`` log lines.
+
+        Raises:
+            NotFound: if there is no such run.
+        """
+        await self.get(project, id)
+        return tail_start(*self.store.log_bounds(project, id), tail)
 
     async def follow_logs(
         self, project: str, id: str, offset: int, check: Callable[[], None] | None = None

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
+from .._core.logs import check_read
 from .._core.metrics import MetricType, Number
 from .._core.records import LogLine
 from .._core.records import Run as RunRecord
@@ -85,9 +86,25 @@ class Run(RecordView):
         self._client._call(self._async.wait, log_info, timeout)
         return self
 
-    def logs(self, follow: bool = False, offset: int = 0) -> Iterator[LogLine]:
-        """The run's log lines as a plain iterator; see ``AsyncRun.logs``."""
-        return self._flatten(self._async._log_batches(follow, offset))
+    def logs(
+        self,
+        follow: bool = False,
+        offset: int = 0,
+        *,
+        tail: int | None = None,
+        limit: int | None = None,
+    ) -> Iterator[LogLine]:
+        """The run's log lines as a plain iterator; see ``AsyncRun.logs``.
+
+        Raises:
+            ValidationError: (at once) if the arguments are wrong; see ``AsyncRun.logs``.
+        """
+        check_read(offset, tail, limit)
+        return self._flatten(self._async._log_batches(follow, offset, tail, limit))
+
+    def log_end(self) -> int:
+        """The offset the run's next log line will get; see ``AsyncRun.log_end``."""
+        return self._client._call(self._async.log_end)
 
     def metric_history(self, key: str, offset: int = 0) -> Iterator[Number]:
         """Every value of one metric key, read in pages; see ``AsyncRun.metric_history``."""

@@ -5,6 +5,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from ..._core.errors import AsyncRunError
+from ..._core.logs import LogPage
 from ..._core.metrics import Batch
 from ..._core.query import Changes, ListQuery, WatchQuery
 from ..._core.records import LogLine, Run
@@ -59,8 +60,10 @@ class AsyncTransport(abc.ABC):
         """Long-poll for changes among watched runs."""
 
     @abc.abstractmethod
-    async def read_logs(self, project: str, id: str, offset: int, limit: int) -> list[LogLine]:
-        """Up to ``limit`` log lines from ``offset`` on."""
+    async def read_logs(
+        self, project: str, id: str, offset: int, limit: int, tail: int | None = None
+    ) -> LogPage:
+        """A page of up to ``limit`` log lines from ``offset``, or ``tail`` lines before the end."""
 
     @abc.abstractmethod
     def follow_logs(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..._core.errors import AsyncRunError, TransportError
+from ..._core.logs import LogPage
 from ..._core.metrics import Batch
 from ..._core.query import Changes, ListQuery, WatchQuery
 from ..._core.records import LogLine, Run
@@ -88,8 +89,10 @@ class EmbeddedTransport(AsyncTransport):
             project, query.ids, query.since, query.timeout, query.fresh
         )
 
-    async def read_logs(self, project: str, id: str, offset: int, limit: int) -> list[LogLine]:
-        return await self._service.read_logs(project, id, offset, limit)
+    async def read_logs(
+        self, project: str, id: str, offset: int, limit: int, tail: int | None = None
+    ) -> LogPage:
+        return await self._service.read_logs(project, id, offset, limit, tail)
 
     def follow_logs(
         self, project: str, id: str, offset: int

@@ -19,10 +19,11 @@ from ..._core.errors import (
     TransportError,
     error_from_body,
 )
+from ..._core.logs import MAX_OFFSET, LogPage, LogQuery
 from ..._core.metrics import Batch, decode_value
 from ..._core.polling import Backoff
 from ..._core.protocol import etag, runs_path
-from ..._core.query import Changes, ListQuery, WatchQuery
+from ..._core.query import Changes, HistoryQuery, ListQuery, WatchQuery
 from ..._core.records import LogLine, Run
 from ._base import AsyncTransport
 
@@ -302,7 +303,7 @@ class HTTPTransport(AsyncTransport):
     async def metric_history(
         self, project: str, id: str, key: str, offset: int, limit: int
     ) -> list[Any]:
-        params = [("key", key), ("offset", str(offset)), ("limit", str(limit))]
+        params = HistoryQuery(key, offset, limit).to_params()
         path = runs_path(project, id, "metrics")
         response = await self._send("GET", path, params=params, retry="idempotent")
         values = decode_value(_serde.loads(response.content)["values"])
@@ -357,13 +358,17 @@ class HTTPTransport(AsyncTransport):
             data["seq"], [_serde.from_dict(run) for run in data["runs"]], data["missing"]
         )
 
-    async def read_logs(self, project: str, id: str, offset: int, limit: int) -> list[LogLine]:
-        params = [("offset", str(offset)), ("limit", str(limit))]
+    async def read_logs(
+        self, project: str, id: str, offset: int, limit: int, tail: int | None = None
+    ) -> LogPage:
+        params = LogQuery.build(offset=offset, limit=limit, tail=tail).to_params()
         response = await self._send(
             "GET", runs_path(project, id, "logs"), params=params, retry="idempotent"
         )
         data = _serde.loads(response.content)
-        return [_serde.log_line_from_dict(line) for line in data["lines"]]
+        lines = [_serde.log_line_from_dict(line) for line in data["lines"]]
+        # A server older than end_offset: read on until an empty page.
+        return LogPage(lines, data["next_offset"], data.get("end_offset", MAX_OFFSET))
 
     async def follow_logs(
         self, project: str, id: str, offset: int

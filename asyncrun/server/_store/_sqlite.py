@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any, Final
 
 import attrs
+import orjson
 
 from ... import _serde
 from ..._core import launch as _launch
+from ..._core import logs as _logs
 from ..._core.auth import Grant
 from ..._core.errors import AlreadyExists, NotFound, RevisionConflict, StorageFull
 from ..._core.metrics import Mode, Op
@@ -93,6 +95,19 @@ MIGRATIONS: Final[Sequence[Sequence[Step]]] = (
         "CREATE INDEX run_labels_by_run ON run_labels (project, id)",
     ),
     _metrics.SUMMARY_MIGRATION,
+    (
+        # Every filter of a listing has an index that also gives its order (newest first), so
+        # a filter reads what it returns, not the whole project. A label's rows carry their
+        # run's creation time: a label filter walks its own index in listing order.
+        "CREATE INDEX runs_by_state_created ON runs (project, state, created_us DESC, id DESC)",
+        "CREATE INDEX runs_by_kind_created ON runs (project, kind, created_us DESC, id DESC)",
+        "CREATE INDEX runs_by_name_created ON runs (project, name, created_us DESC, id DESC)",
+        "ALTER TABLE run_labels ADD COLUMN created_us INTEGER NOT NULL DEFAULT 0",
+        """UPDATE run_labels SET created_us = coalesce((SELECT r.created_us FROM runs r
+            WHERE r.project = run_labels.project AND r.id = run_labels.id), 0)""",
+        """CREATE INDEX run_labels_by_created
+            ON run_labels (project, label, created_us DESC, id DESC)""",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -139,6 +154,9 @@ class Execution:
 Ident = tuple[str, str, int, int]
 """``(project, id, number, reserved_us)`` of an execution."""
 _MATCH: Final = "project = ? AND id = ? AND execution = ? AND reserved_us = ?"
+_MAX_INT: Final = 2**63 - 1
+_PROBE: Final = 1000
+"""Matches counted at most per filter when a listing picks the index to walk."""
 
 
 def _from_us(value: int) -> datetime:
@@ -248,10 +266,13 @@ class SQLiteStore:
         )
 
     def _set_labels(self, db: sqlite3.Connection, run: Run) -> None:
+        created = run.metadata.created
+        assert created is not None, "the service sets metadata.created"
+        created_us = to_microseconds(created)
         db.execute("DELETE FROM run_labels WHERE project = ? AND id = ?", (run.project, run.id))
         db.executemany(
-            "INSERT OR IGNORE INTO run_labels VALUES (?, ?, ?)",
-            [(run.project, run.id, label) for label in run.metadata.labels],
+            "INSERT OR IGNORE INTO run_labels (project, id, label, created_us) VALUES (?, ?, ?, ?)",
+            [(run.project, run.id, label, created_us) for label in run.metadata.labels],
         )
 
     def insert(self, run: Run) -> None:
@@ -420,41 +441,40 @@ class SQLiteStore:
 
         One extra row is read so the caller can tell whether another page follows.
         """
-        where = ["project = ?"]
-        args: list[object] = [project]
-        if query.states:
-            where.append(f"state IN ({','.join('?' * len(query.states))})")
-            args += [str(s) for s in query.states]
-        if query.kind is not None:
-            where.append("kind = ?")
-            args.append(query.kind)
-        if query.name is not None:
-            where.append("name = ?")
-            args.append(query.name)
-        if query.ids:
-            where.append(f"id IN ({','.join('?' * len(query.ids))})")
-            args += query.ids
-        if query.created_after is not None:
-            where.append("created_us >= ?")
-            args.append(to_microseconds(query.created_after))
-        if query.created_before is not None:
-            where.append("created_us < ?")
-            args.append(to_microseconds(query.created_before))
-        for label in query.labels:
-            where.append(
-                "EXISTS (SELECT 1 FROM run_labels l WHERE l.project = runs.project"
-                " AND l.id = runs.id AND l.label = ?)"
-            )
-            args.append(label)
-        if query.cursor is not None:
-            where.append("(created_us < ? OR (created_us = ? AND id < ?))")
-            args += [query.cursor.created_us, query.cursor.created_us, query.cursor.id]
-        sql = (
-            f"SELECT doc FROM runs WHERE {' AND '.join(where)}"
-            " ORDER BY created_us DESC, id DESC LIMIT ?"
-        )
-        args.append(query.limit + 1)
+        sql, args = _listing(project, query, self._driver(project, query))
         return self._load_page([row[0] for row in self._db.execute(sql, args).fetchall()])
+
+    def _driver(self, project: str, query: ListQuery) -> str | None:
+        """The filter whose index a listing walks: a label, ``state``, ``kind``, ``name``, ``ids``.
+
+        Ids (at most MAX_IDS) are found by key. Among the others, the one matching the fewest
+        runs, counted up to ``_PROBE`` on its index (a bounded cost): ``label=[common, rare]``
+        walks the rare label's runs, not every run carrying the common one. ``None`` (no such
+        filter) walks the project in created order (``runs_by_created``).
+        """
+        if query.ids:
+            return "ids"  # at most MAX_IDS runs, found by key
+        probes: dict[str, tuple[str, list[str]]] = {}
+        for label in dict.fromkeys(query.labels):
+            probes[f"label:{label}"] = ("run_labels WHERE project = ? AND label = ?", [label])
+        for column, values in (
+            ("state", [str(state) for state in query.states]),
+            ("kind", [] if query.kind is None else [query.kind]),
+            ("name", [] if query.name is None else [query.name]),
+        ):
+            if values:
+                marks = ",".join("?" * len(values))
+                probes[column] = (f"runs WHERE project = ? AND {column} IN ({marks})", values)
+        if len(probes) < 2:
+            return next(iter(probes), None)
+        counts = {
+            driver: self._db.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM {table_where} LIMIT ?)",
+                [project, *values, _PROBE],
+            ).fetchone()[0]
+            for driver, (table_where, values) in probes.items()
+        }
+        return min(counts, key=counts.__getitem__)
 
     def changes(
         self, project: str, ids: Sequence[str], since: int, fresh: Sequence[str] = ()
@@ -554,7 +574,8 @@ class SQLiteStore:
         """Append ``(stream, time_us, text)`` lines of executions to their runs' logs at once.
 
         Only the newest ``keep`` lines of each run are kept. Lines of executions that no
-        longer exist (their run was deleted) are dropped.
+        longer exist (their run was deleted) are dropped. A run's stored offsets stay
+        contiguous: lines are numbered on from the newest, and only the oldest are dropped.
         """
         with self._write() as db:
             for ident, batch in lines.items():
@@ -580,13 +601,38 @@ class SQLiteStore:
                         (project, id, end - keep),
                     )
 
-    def read_logs(self, project: str, id: str, offset: int, limit: int) -> list[LogLine]:
-        """Up to ``limit`` lines of a run's log from ``offset`` on."""
-        rows = self._db.execute(
+    def log_bounds(self, project: str, id: str) -> tuple[int, int]:
+        """``(first, end)``: the offset of a run's oldest stored line and the one after its newest.
+
+        ``(0, 0)`` if it wrote none. Two seeks on the primary key, whatever the log's length;
+        offsets in between are contiguous (see :meth:`append_logs`).
+        """
+        first, last = self._db.execute(
+            "SELECT (SELECT min(line_no) FROM logs WHERE project = ?1 AND id = ?2),"
+            " (SELECT max(line_no) FROM logs WHERE project = ?1 AND id = ?2)",
+            (project, id),
+        ).fetchone()
+        return (0, 0) if last is None else (int(first), int(last) + 1)
+
+    def read_logs(
+        self, project: str, id: str, offset: int, limit: int, *, before: int | None = None
+    ) -> list[LogLine]:
+        """Up to ``limit`` lines of a run's log from ``offset`` on (and before ``before``).
+
+        The page stops before the line that would take it past ``logs.PAGE_BUDGET`` bytes of
+        JSON (but always holds its first line): rows are read one by one, so a log of long
+        lines is never loaded whole.
+        """
+        cursor = self._db.execute(
             "SELECT line_no, stream, time_us, text FROM logs"
-            " WHERE project = ? AND id = ? AND line_no >= ? ORDER BY line_no LIMIT ?",
-            (project, id, offset, limit),
-        ).fetchall()
+            " WHERE project = ? AND id = ? AND line_no >= ? AND line_no < ?"
+            " ORDER BY line_no LIMIT ?",
+            (project, id, offset, _MAX_INT if before is None else before, limit),
+        )
+        try:
+            rows = _logs.take_page(cursor, orjson.dumps)  # the text as the JSON of the page
+        finally:
+            cursor.close()
         return [LogLine(no, stream, _from_us(time_us), text) for no, stream, time_us, text in rows]
 
     # -- tokens (see _tokens.py) ----------------------------------------------------------
@@ -617,6 +663,66 @@ class SQLiteStore:
         """Delete the tokens given to jobs: of one run (``project/id``), or all of them."""
         with self._write() as db:
             _tokens.revoke_jobs(db, run)
+
+
+def _listing(project: str, query: ListQuery, driver: str | None) -> tuple[str, list[object]]:
+    """The SELECT of a listing, walking the index of ``driver``, and its arguments.
+
+    Each filter has an index in listing order (see MIGRATIONS), so the walk reads no further
+    than the page. A label drives through ``run_labels_by_created``, joined to runs by key;
+    ``state``, ``kind`` or ``name`` through its ``runs_by_*_created`` index; ids through the
+    primary key (then sorted). Other filters are checked on the rows the walk meets. The
+    created range and the cursor are ranges of the driving index.
+    """
+    args: list[object] = []
+    labels = list(dict.fromkeys(query.labels))
+    if driver is not None and driver.startswith("label:"):
+        label = driver.removeprefix("label:")
+        labels.remove(label)
+        # The label's index gives the order: CROSS JOIN keeps it the outer loop.
+        head = "SELECT runs.doc FROM run_labels l CROSS JOIN runs"
+        where = ["l.project = ?", "l.label = ?", "runs.project = l.project", "runs.id = l.id"]
+        args += [project, label]
+        keys = "l."  # the range, the cursor and the order on the label's own columns
+    else:
+        index = {None: "", "ids": " INDEXED BY sqlite_autoindex_runs_1"}.get(
+            driver, f" INDEXED BY runs_by_{driver}_created"
+        )
+        head = f"SELECT runs.doc FROM runs{index}"
+        where = ["runs.project = ?"]
+        args.append(project)
+        keys = "runs."
+    if query.states:
+        where.append(f"runs.state IN ({','.join('?' * len(query.states))})")
+        args += [str(s) for s in query.states]
+    if query.kind is not None:
+        where.append("runs.kind = ?")
+        args.append(query.kind)
+    if query.name is not None:
+        where.append("runs.name = ?")
+        args.append(query.name)
+    if query.ids:
+        where.append(f"runs.id IN ({','.join('?' * len(query.ids))})")
+        args += query.ids
+    if query.created_after is not None:
+        where.append(f"{keys}created_us >= ?")
+        args.append(to_microseconds(query.created_after))
+    if query.created_before is not None:
+        where.append(f"{keys}created_us < ?")
+        args.append(to_microseconds(query.created_before))
+    for label in labels:
+        where.append(
+            "EXISTS (SELECT 1 FROM run_labels o WHERE o.project = runs.project"
+            " AND o.label = ? AND o.id = runs.id)"
+        )
+        args.append(label)
+    if query.cursor is not None:
+        # A row value: a range of the index, so a deep page starts where the last one ended.
+        where.append(f"({keys}created_us, {keys}id) < (?, ?)")
+        args += [query.cursor.created_us, query.cursor.id]
+    args.append(query.limit + 1)
+    order = f"{keys}created_us DESC, {keys}id DESC"
+    return f"{head} WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?", args
 
 
 def cursor_after(run: Run) -> Cursor:
