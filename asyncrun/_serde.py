@@ -144,9 +144,14 @@ def _optional_number(raw: Any) -> Number | None:
     return None if raw is None else decode_number(raw)
 
 
+_SUMMARY_KEYS: Final = frozenset({"count", "last", "min", "max"})
+
+
 def _structure_summary(raw: Any, _: Any) -> MetricSummary:
-    if not isinstance(raw, dict):
-        raise TypeError(f"a metric summary is an object, got {type(raw).__name__}")
+    if not isinstance(raw, dict) or not _SUMMARY_KEYS <= raw.keys() <= {*_SUMMARY_KEYS, "single"}:
+        raise TypeError(
+            f"a metric summary is an object with count, last, min, max (and single); got {raw!r}"
+        )
     count = raw.get("count")
     if type(count) is not int or count < 0:
         raise TypeError(f"a metric summary's count is a non-negative integer, got {count!r}")

@@ -207,11 +207,10 @@ async def test_500_runs_waited_share_one_poller(servers: Servers, project: str) 
     assert per_run == []
     assert others == []
     # One poller for all 500 waits: at most one watch request per TICK (20 ms) while changes
-    # keep coming, so the count follows the time the runs took, never the number of runs (a
-    # poll per wait would cost at least n requests, and one per change would far exceed the
-    # TICK rate: the server answers a watch within milliseconds of a change).
+    # keep coming, so the count follows the time the runs took, never the number of runs (one
+    # per change would far exceed the TICK rate: the server answers a watch within
+    # milliseconds of a change). Under load the runs take longer, and so may the requests.
     assert 1 <= len(watches) <= elapsed / 0.02 + 10
-    assert len(watches) < n
 
 
 async def test_log_stream_survives_server_kill_and_restart(servers: Servers, project: str) -> None:

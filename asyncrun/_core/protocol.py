@@ -6,6 +6,7 @@ from typing import Final
 from urllib.parse import quote
 
 from .errors import ValidationError
+from .records import check_name
 
 API_PREFIX: Final = "/api/v1"
 ERROR_CONTENT_TYPE: Final = "application/json"
@@ -69,3 +70,34 @@ def parse_batch_create(body: object) -> list[object]:
             detail={"field": "runs"},
         )
     return runs
+
+
+ACTIONS: Final = ("run", "stop", "resume")
+"""What can be done to a run (``POST .../runs/{id}/{action}``, ``runs:batch{Action}``)."""
+
+
+def parse_batch_action(body: object) -> list[str]:
+    """The run ids of a ``runs:batchRun`` / ``batchStop`` / ``batchResume`` body ``{"ids": [...]}``.
+
+    Raises:
+        ValidationError: if the body is not an object with a list of 1 to
+            :data:`MAX_BATCH_CREATE` distinct, valid run ids.
+    """
+    ids = body.get("ids") if isinstance(body, dict) else None
+    if (
+        not isinstance(ids, list)
+        or not 1 <= len(ids) <= MAX_BATCH_CREATE
+        or not all(isinstance(id_, str) for id_ in ids)
+    ):
+        raise ValidationError(
+            f'send {{"ids": [run id, ...]}} with 1 to {MAX_BATCH_CREATE} run ids',
+            detail={"field": "ids"},
+        )
+    for id_ in ids:
+        try:
+            check_name("id", id_)
+        except ValueError as exc:
+            raise ValidationError(str(exc), detail={"field": "ids"}) from None
+    if len(set(ids)) != len(ids):
+        raise ValidationError("each run id may appear once in a batch", detail={"field": "ids"})
+    return list(ids)

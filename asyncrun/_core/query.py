@@ -223,17 +223,23 @@ def _check(field: str, check: object, value: object) -> None:
 
 @attrs.frozen
 class Changes:
-    """The answer to a watch: what changed among watched runs since a sequence number.
+    """The answer to a watch: what changed since a sequence number.
 
     Attributes:
         seq: The newest change sequence; pass it as ``since`` next time.
-        runs: Watched runs written after ``since`` (and every ``fresh`` one), whole.
-        missing: Watched ids that do not exist (deleted).
+        runs: Runs written after ``since`` (watched ones, or any of the project when following
+            its feed), and every ``fresh`` one; records carry metric summaries, not values.
+        missing: Watched or fresh ids that do not exist.
+        deleted: Runs of the project deleted after ``since`` (feed only), also those created
+            again since (they are in ``runs`` too).
+        more: More changes follow ``seq`` (feed only): ask again at once.
     """
 
     seq: int
     runs: list[Run]
     missing: list[str]
+    deleted: list[str] = attrs.Factory(list)
+    more: bool = False
 
 
 MAX_WATCH_IDS: Final = 10_000
@@ -242,28 +248,35 @@ MAX_WATCH_SECONDS: Final = 60.0
 
 @attrs.frozen
 class WatchQuery:
-    """A long-poll for changes among some runs of a project.
+    """A long-poll for changes among some runs of a project, or in its whole changes feed.
 
     Attributes:
-        ids: Runs watched for a while (reported when written after ``since``).
+        ids: Runs watched for a while (reported when written after ``since``); empty when
+            following the feed.
         fresh: Runs just added to the watch (reported at once, whatever their sequence).
-        since: The ``seq`` of the previous answer (0 at first).
+        since: The ``seq`` of the previous answer (``None``: from now, feed only).
         timeout: Seconds the server may hold the request when nothing changed.
+        feed: Follow the project's changes feed: every run written or deleted after
+            ``since``, whatever the watcher waits on, so the request names no ids but the
+            fresh ones and its cost does not grow with the number of waits.
     """
 
-    ids: tuple[str, ...]
+    ids: tuple[str, ...] = ()
     fresh: tuple[str, ...] = ()
-    since: int = 0
+    since: int | None = 0
     timeout: float = 20.0
+    feed: bool = False
 
     def to_body(self) -> dict[str, object]:
         """Render as the JSON body of ``POST .../runs:watch``."""
-        return {
-            "ids": list(self.ids),
-            "fresh": list(self.fresh),
-            "since": self.since,
-            "timeout": self.timeout,
-        }
+        body: dict[str, object] = {"fresh": list(self.fresh), "timeout": self.timeout}
+        if self.since is not None:
+            body["since"] = self.since
+        if self.feed:
+            body["feed"] = True
+        else:
+            body["ids"] = list(self.ids)
+        return body
 
     @classmethod
     def from_data(cls, data: Mapping[str, object]) -> WatchQuery:
@@ -272,9 +285,12 @@ class WatchQuery:
         Raises:
             ValidationError: naming the field that is wrong.
         """
-        unknown = sorted(set(data) - {"ids", "fresh", "since", "timeout"})
+        unknown = sorted(set(data) - {"ids", "fresh", "since", "timeout", "feed"})
         if unknown:
             raise _bad(unknown[0], f"unknown field {unknown[0]!r}")
+        feed = data.get("feed", False)
+        if not isinstance(feed, bool):
+            raise _bad("feed", "feed must be true or false")
         lists: dict[str, tuple[str, ...]] = {}
         for field in ("ids", "fresh"):
             value = data.get(field, [])
@@ -283,12 +299,16 @@ class WatchQuery:
             for one in value:
                 _check(field, lambda v: check_name("id", v), one)
             lists[field] = tuple(value)
-        if not lists["ids"] and not lists["fresh"]:
-            raise _bad("ids", "watch at least one run id")
+        if feed and lists["ids"]:
+            raise _bad("ids", "a feed watch names no ids: only the fresh ones")
+        if not feed and not lists["ids"] and not lists["fresh"]:
+            raise _bad("ids", "watch at least one run id, or follow the feed (feed: true)")
         if len(lists["ids"]) + len(lists["fresh"]) > MAX_WATCH_IDS:
             raise _bad("ids", f"at most {MAX_WATCH_IDS} ids per watch")
-        since = data.get("since", 0)
-        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+        # Left out, a feed starts now; a list of ids is reported from the start.
+        raw_since = data.get("since", None if feed else 0)
+        since = raw_since if isinstance(raw_since, int) and not isinstance(raw_since, bool) else -1
+        if "since" in data and since < 0:
             raise _bad("since", "since must be the non-negative seq of the previous answer")
         timeout = data.get("timeout", 20.0)
         if (
@@ -297,7 +317,8 @@ class WatchQuery:
             or not 0 <= timeout <= MAX_WATCH_SECONDS
         ):
             raise _bad("timeout", f"timeout must be 0 to {MAX_WATCH_SECONDS:g} seconds")
-        return cls(lists["ids"], lists["fresh"], since, float(timeout))
+        start = None if "since" not in data and feed else since
+        return cls(lists["ids"], lists["fresh"], start, float(timeout), feed)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Sequence[str]]) -> WatchQuery:
@@ -315,6 +336,8 @@ class WatchQuery:
                     data[key] = (int if key == "since" else float)(values[-1])
                 except ValueError:
                     raise _bad(key, f"{key} must be a number") from None
+            elif key == "feed":
+                data[key] = values[-1].lower() in ("true", "1", "yes")
             else:
                 data[key] = values
         return cls.from_data(data)

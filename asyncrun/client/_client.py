@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -16,12 +17,13 @@ import attrs
 from anyio.abc import TaskGroup
 
 from .. import _config, _serde
-from .._core.errors import ValidationError
+from .._core.errors import AsyncRunError, ValidationError
 from .._core.metrics import MAX_BATCH_VALUES
+from .._core.protocol import ACTIONS
 from .._core.query import DEFAULT_LIMIT, Cursor, ListQuery
-from .._core.records import new_run
+from .._core.records import Run, new_run
 from .._core.summary import summarize
-from ._create import CreateBatcher
+from ._batch import Batcher
 from ._metrics import MetricBuffer, MetricFlusher, unsent_message
 from ._run import AsyncRun
 from ._transports._base import AsyncTransport
@@ -31,6 +33,16 @@ if TYPE_CHECKING:
 from ._watch import Watcher
 
 log = logging.getLogger("asyncrun")
+
+
+async def _act_one(transport: AsyncTransport, action: str, project: str, id: str) -> Run:
+    return await transport.action(project, id, action)
+
+
+async def _act_many(
+    transport: AsyncTransport, action: str, project: str, ids: list[str]
+) -> list[Run | AsyncRunError]:
+    return await transport.actions(project, action, ids)
 
 
 def _check_input(fn: Any, **kwargs: Any) -> Any:
@@ -113,7 +125,17 @@ class AsyncClient:
         self._closed = False
         self._tasks: TaskGroup | None = None
         self._watcher = Watcher(self._transport, self._spawn)
-        self._creates = CreateBatcher(self._transport, lambda: self._tasks)
+        transport, tasks = self._transport, (lambda: self._tasks)
+        self._creates = Batcher(transport.create_run, transport.create_runs, "create", tasks)
+        self._actions = {
+            action: Batcher(
+                functools.partial(_act_one, transport, action),
+                functools.partial(_act_many, transport, action),
+                action,
+                tasks,
+            )
+            for action in ACTIONS
+        }
         self._metrics = MetricBuffer(metric_buffer_size)
         self._flusher = MetricFlusher(
             self._transport,

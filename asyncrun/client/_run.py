@@ -168,7 +168,7 @@ class AsyncRun(RecordView):
             revision = self._record.metadata.revision
             self._keep(await transport.update_run(self.project, self.id, data, revision))
         else:
-            self._record = await self._client._creates.create(self.project, data)
+            self._record = await self._client._creates.submit(self.project, data)
         return self
 
     async def refresh(self) -> AsyncRun:
@@ -264,7 +264,7 @@ class AsyncRun(RecordView):
         Raises:
             InvalidTransition: if the run was already started.
         """
-        self._keep(await self._client._transport.action(self.project, self.id, "run"))
+        self._keep(await self._client._actions["run"].submit(self.project, self.id))
         return self
 
     async def stop(self) -> AsyncRun:
@@ -276,7 +276,7 @@ class AsyncRun(RecordView):
         Raises:
             InvalidTransition: if the run is not READY, PENDING or RUNNING.
         """
-        self._keep(await self._client._transport.action(self.project, self.id, "stop"))
+        self._keep(await self._client._actions["stop"].submit(self.project, self.id))
         return self
 
     async def resume(self) -> AsyncRun:
@@ -288,7 +288,7 @@ class AsyncRun(RecordView):
         Raises:
             InvalidTransition: if the run is not STOPPED.
         """
-        self._keep(await self._client._transport.action(self.project, self.id, "resume"))
+        self._keep(await self._client._actions["resume"].submit(self.project, self.id))
         return self
 
     async def wait(self, log_info: bool = True, timeout: float | None = None) -> AsyncRun:

@@ -39,9 +39,12 @@ class _Waiter:
 class Watcher:
     """One poller per project for every ``wait()`` of a client.
 
-    Each tick sends one watch request naming every waited id of the project; the server holds
-    it until one of them changes (long-poll), so 10,000 concurrent waits cost one request per
-    change, not 10,000, and a wait wakes within milliseconds of its run's change.
+    The poller follows the project's changes feed: each request carries the sequence number of
+    the previous answer and the ids of waits added since (read whole, once); the server holds
+    it until something in the project changes (long-poll) and answers with what changed. The
+    waits pick their runs out of it. So the cost of waiting follows the rate of changes, not
+    the number of waits: 10,000 waits send no ids after their first request, and a wait wakes
+    within milliseconds of its run's change.
     """
 
     def __init__(
@@ -106,17 +109,17 @@ class Watcher:
 
     async def _loop(self, project: str) -> None:
         by_id = self._waiters[project]
-        since = 0
+        since: int | None = None  # the feed starts now; fresh ids are read whole
         attempt = 0
         try:
             while by_id:
                 started = anyio.current_time()
                 fresh = list(self._fresh.pop(project, set()) & by_id.keys())
-                # At most MAX_WATCH_IDS per request; ids beyond wait for a later tick.
-                fresh = fresh[:MAX_WATCH_IDS]
-                known = [i for i in by_id if i not in fresh][: MAX_WATCH_IDS - len(fresh)]
-                self._fresh.setdefault(project, set()).update(set(by_id) - set(fresh) - set(known))
-                query = WatchQuery(tuple(known), tuple(fresh), since, self._hold)
+                # At most MAX_WATCH_IDS per request; ids beyond wait for the next one.
+                if len(fresh) > MAX_WATCH_IDS:
+                    self._fresh.setdefault(project, set()).update(fresh[MAX_WATCH_IDS:])
+                    fresh = fresh[:MAX_WATCH_IDS]
+                query = WatchQuery(fresh=tuple(fresh), since=since, timeout=self._hold, feed=True)
                 changes = None
                 # A fresh scope per request: a new wait cancels the one in flight (see wait()).
                 scope = self._polls[project] = anyio.CancelScope()
@@ -137,15 +140,22 @@ class Watcher:
                     continue
                 attempt = 0
                 since = changes.seq
-                for run in changes.runs:
-                    self._dispatch(by_id.get(run.id, []), run)
-                    if run.status.state in TERMINAL:
-                        by_id.pop(run.id, None)  # never ask about a finished run again
-                for missing in changes.missing:
-                    for waiter in by_id.pop(missing, []):
+                # A deletion ends the waits that knew the run before it; a wait added in this
+                # request got the run's newest record (created again, perhaps) instead.
+                deleted = [id_ for id_ in changes.deleted if id_ not in fresh]
+                for gone in (*deleted, *changes.missing):
+                    for waiter in by_id.pop(gone, []):
                         waiter.deleted = True
                         waiter.done.set()
-                await anyio.sleep(max(0.0, started + self._tick - anyio.current_time()))
+                # The feed brings every change of the project: keep those waited on.
+                for run in changes.runs:
+                    waiters = by_id.get(run.id)
+                    if waiters:
+                        self._dispatch(waiters, run)
+                        if run.status.state in TERMINAL:
+                            by_id.pop(run.id, None)
+                if not changes.more:
+                    await anyio.sleep(max(0.0, started + self._tick - anyio.current_time()))
         finally:
             self._polls.pop(project, None)
             if not by_id:

@@ -34,7 +34,14 @@ from .._core.errors import (
 )
 from .._core.logs import LogQuery
 from .._core.metrics import Batch, encode_value
-from .._core.protocol import API_PREFIX, etag, parse_batch_create, parse_if_match
+from .._core.protocol import (
+    ACTIONS,
+    API_PREFIX,
+    etag,
+    parse_batch_action,
+    parse_batch_create,
+    parse_if_match,
+)
 from .._core.query import HistoryQuery, ListQuery, WatchQuery
 from .._core.records import Run, check_name
 from ._openapi import openapi_document
@@ -261,6 +268,20 @@ class Api:
             raise NotFound(f"no action {name!r}; actions are run, stop and resume")
         return _run_response(await act[name](project, id_))
 
+    async def batch_action(self, request: Request) -> Response:
+        name = request.url.path.rsplit(":batch", 1)[1].lower()
+        project, _ = self._names(request, RUN if name in ("run", "resume") else WRITE)
+        ids = parse_batch_action(await self._body(request))
+        results = await self.service.act_many(project, name, ids)
+        return _json(
+            {
+                "results": [
+                    {"run": _serde.to_dict(r)} if isinstance(r, Run) else {"error": _error_body(r)}
+                    for r in results
+                ]
+            }
+        )
+
     async def watch(self, request: Request) -> Response:
         project, _ = self._names(request)
         if request.method == "POST":
@@ -283,6 +304,7 @@ class Api:
                 query.timeout,
                 query.fresh,
                 check=self._recheck(request, project),
+                feed=query.feed,
             )
             tasks.cancel_scope.cancel()
         if changes is None:
@@ -292,6 +314,8 @@ class Api:
                 "seq": changes.seq,
                 "runs": [_serde.to_dict(run) for run in changes.runs],
                 "missing": changes.missing,
+                "deleted": changes.deleted,
+                "more": changes.more,
             }
         )
 
@@ -416,6 +440,10 @@ def create_app(
         # runs:watch first: "{project}/runs:watch" must not be read as a run id.
         Route(f"{runs}:watch", api.watch, methods=["GET", "POST"]),
         Route(f"{runs}:batchCreate", api.create_runs, methods=["POST"]),
+        *(
+            Route(f"{runs}:batch{action.capitalize()}", api.batch_action, methods=["POST"])
+            for action in ACTIONS
+        ),
         _route(runs, GET=api.list_runs, POST=api.create_run),
         _route(f"{runs}/{{id}}", GET=api.get_run, PUT=api.update_run, DELETE=api.delete_run),
         Route(f"{runs}/{{id}}/logs", api.logs, methods=["GET"]),

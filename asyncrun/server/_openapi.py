@@ -6,9 +6,10 @@ from functools import cache
 from typing import Any
 
 from .._core import logs
-from .._core.protocol import API_PREFIX, MAX_BATCH_CREATE
+from .._core.protocol import ACTIONS, API_PREFIX, MAX_BATCH_CREATE
 from .._core.query import MAX_IDS, MAX_LIMIT, MAX_WATCH_IDS, MAX_WATCH_SECONDS
 from .._core.records import State
+from .._core.summary import MAX_HISTORY_PAGE, MAX_INLINE_VALUES
 
 _NAME = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"}
 _TIME = {"type": "string", "format": "date-time"}
@@ -91,7 +92,52 @@ _SCHEMAS: dict[str, Any] = {
             "state": {"enum": list(State)},
             "message": _NULLABLE_STR,
             "transitions": {"type": "array", "items": _ref("Transition")},
-            "metrics": {"type": "object"},
+            "metrics": {
+                "type": "object",
+                "description": "Each key's number or list of numbers, in full. Only a read of "
+                f"one run carries it, and only up to {MAX_INLINE_VALUES} values in all; lists, "
+                "watches, saves and actions carry metric_summary alone (read histories with "
+                "GET .../metrics?key=)",
+            },
+            "metric_summary": {
+                "type": "object",
+                "description": "Each metric key at a glance (set by the server)",
+                "additionalProperties": _ref("MetricSummary"),
+            },
+        },
+    },
+    "MetricSummary": {
+        "type": "object",
+        "required": ["count", "last", "min", "max"],
+        "properties": {
+            "count": {"type": "integer", "minimum": 0},
+            "last": {"oneOf": [_NUMBER, {"type": "null"}]},
+            "min": {"oneOf": [_NUMBER, {"type": "null"}], "description": "NaN left out"},
+            "max": {"oneOf": [_NUMBER, {"type": "null"}], "description": "NaN left out"},
+            "single": {"type": "boolean", "description": "The key holds one number, no list"},
+        },
+    },
+    "MetricHistory": {
+        "type": "object",
+        "required": ["key", "offset", "values", "next_offset"],
+        "properties": {
+            "key": {"type": "string"},
+            "offset": {"type": "integer", "minimum": 0},
+            "values": {"type": "array", "items": _NUMBER},
+            "next_offset": {"type": "integer", "minimum": 0},
+        },
+    },
+    "BatchActionRequest": {
+        "type": "object",
+        "required": ["ids"],
+        "properties": {
+            "ids": {
+                "type": "array",
+                "items": _NAME,
+                "minItems": 1,
+                "maxItems": MAX_BATCH_CREATE,
+                "uniqueItems": True,
+            }
         },
     },
     "Run": {
@@ -198,12 +244,22 @@ _SCHEMAS: dict[str, Any] = {
     "WatchRequest": {
         "type": "object",
         "additionalProperties": False,
-        "description": "At least one id, in ids or fresh",
+        "description": "Follow the project's changes feed (feed: true, no ids: every run "
+        "written or deleted after since; since omitted starts now), or watch given ids "
+        "(at least one, in ids or fresh)",
         "anyOf": [
-            {"required": ["ids"], "properties": {"ids": {"minItems": 1}}},
-            {"required": ["fresh"], "properties": {"fresh": {"minItems": 1}}},
+            {
+                "required": ["feed"],
+                "properties": {"feed": {"const": True}, "ids": {"maxItems": 0}},
+            },
+            {"required": ["ids"], "properties": {"ids": {"minItems": 1}, "feed": {"const": False}}},
+            {
+                "required": ["fresh"],
+                "properties": {"fresh": {"minItems": 1}, "feed": {"const": False}},
+            },
         ],
         "properties": {
+            "feed": {"type": "boolean"},
             "ids": {"type": "array", "items": _NAME},
             "fresh": {"type": "array", "items": _NAME},
             "since": {"type": "integer", "minimum": 0},
@@ -212,11 +268,21 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Changes": {
         "type": "object",
-        "required": ["seq", "runs", "missing"],
+        "required": ["seq", "runs", "missing", "deleted", "more"],
         "properties": {
             "seq": {"type": "integer"},
-            "runs": {"type": "array", "items": _ref("Run")},
+            "runs": {
+                "type": "array",
+                "items": _ref("Run"),
+                "description": "Records carry metric_summary, not metrics",
+            },
             "missing": {"type": "array", "items": {"type": "string"}},
+            "deleted": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Runs deleted after since (feed)",
+            },
+            "more": {"type": "boolean", "description": "More changes follow seq: ask again"},
         },
     },
     "MetricBatch": {
@@ -377,6 +443,53 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json_body(_ref("BatchCreateResult"), "One result per run"),
                         **_errors(400, 413, 415, 422, write=True),
+                    },
+                }
+            },
+            **{
+                f"{runs}:batch{action.capitalize()}": {
+                    "post": {
+                        "operationId": f"{action}Runs",
+                        "summary": f"{action} up to {MAX_BATCH_CREATE} runs in one transaction; "
+                        "each succeeds or fails on its own (its error carries its status)",
+                        "parameters": [project],
+                        "requestBody": {
+                            "required": True,
+                            **_json_body(_ref("BatchActionRequest"), "The run ids"),
+                        },
+                        "responses": {
+                            "200": _json_body(_ref("BatchCreateResult"), "One result per id"),
+                            **_errors(400, 413, 415, 422, write=True),
+                        },
+                    }
+                }
+                for action in ACTIONS
+            },
+            f"{runs}/{{id}}/metrics": {
+                "get": {
+                    "operationId": "metricHistory",
+                    "summary": "One page of a metric key's values, oldest first (a single "
+                    "number reads as a list of one)",
+                    "parameters": [
+                        project,
+                        run_id,
+                        _param("key", "query", {"type": "string", "minLength": 1}, "The key"),
+                        _param(
+                            "offset",
+                            "query",
+                            {"type": "integer", "minimum": 0, "maximum": 2**62},
+                            "First value",
+                        ),
+                        _param(
+                            "limit",
+                            "query",
+                            {"type": "integer", "minimum": 1, "maximum": MAX_HISTORY_PAGE},
+                            "Most values",
+                        ),
+                    ],
+                    "responses": {
+                        "200": _json_body(_ref("MetricHistory"), "The values"),
+                        **_errors(404, 422),
                     },
                 }
             },

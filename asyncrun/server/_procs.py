@@ -110,11 +110,31 @@ def kill_all(processes: Iterable[psutil.Process]) -> None:
                 member.kill()
 
 
+def _children() -> list[int]:
+    """Pids of this process's children.
+
+    Linux lists them per thread in ``/proc/self/task/*/children``: microseconds, where psutil
+    reads every process of the machine (150 ms among 8,000 processes, and a busy agent asks
+    once per job that ends).
+    """
+    try:
+        pids: list[int] = []
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children") as handle:
+                pids += map(int, handle.read().split())
+        return pids
+    except OSError:  # a kernel without CONFIG_PROC_CHILDREN
+        with contextlib.suppress(psutil.Error):
+            return [child.pid for child in psutil.Process().children()]
+        return []
+
+
 def orphans(keep: set[int]) -> Iterator[tuple[psutil.Process, str | None]]:
     """This process's children but ``keep`` (job leaders), with their execution marker."""
-    with contextlib.suppress(psutil.Error):
-        for child in psutil.Process().children():
-            if child.pid not in keep:
+    for pid in _children():
+        if pid not in keep:
+            with contextlib.suppress(psutil.Error):
+                child = psutil.Process(pid)
                 yield child, _marker(child)
 
 

@@ -41,6 +41,13 @@ HEARTBEAT: Final = 5.0
 """Seconds of silence after which a log follow sends an empty batch."""
 
 
+def _one(results: list[Run | AsyncRunError]) -> Run:
+    (result,) = results
+    if isinstance(result, AsyncRunError):
+        raise result
+    return result
+
+
 def utc_now() -> datetime:
     """The current time, timezone-aware."""
     return datetime.now(UTC)
@@ -286,17 +293,6 @@ class RunService:
             status = transition(status, state, now, message)
         return attrs.evolve(run, status=status, metadata=attrs.evolve(run.metadata, updated=now))
 
-    def _act(
-        self, project: str, id: str, action: str, target: State, *, execute: bool = False
-    ) -> Run:
-        def change(run: Run) -> Run:
-            check_action(action, run.status.state)
-            return self._move(run, *path_to(run.status.state, target))
-
-        # How it starts is decided now, by whoever asked (see asyncrun._core.launch).
-        launch = self.executor.launch() if execute and self.executor is not None else None
-        return self.store.modify(project, id, change, execute=launch)
-
     async def run(self, project: str, id: str) -> Run:
         """Start a run: CREATED -> BUILT -> READY, then its supervisor takes it to RUNNING.
 
@@ -305,7 +301,67 @@ class RunService:
             InvalidTransition: if the run was already started.
             ValidationError: if its kind cannot be executed or its spec is invalid.
         """
-        run = await self.get(project, id)
+        return _one(await self.act_many(project, "run", [id]))
+
+    async def resume(self, project: str, id: str) -> Run:
+        """Start a STOPPED run again: a new execution whose logs follow the old ones.
+
+        Raises:
+            NotFound: if there is no such run.
+            InvalidTransition: if the run is not STOPPED.
+        """
+        return _one(await self.act_many(project, "resume", [id]))
+
+    async def stop(self, project: str, id: str) -> Run:
+        """Ask a run to stop: STOP now, STOPPED once the agent has ended its process.
+
+        Raises:
+            NotFound: if there is no such run.
+            InvalidTransition: if the run is not READY, PENDING or RUNNING.
+        """
+        return _one(await self.act_many(project, "stop", [id]))
+
+    async def act_many(
+        self, project: str, action: str, ids: Sequence[str]
+    ) -> list[Run | AsyncRunError]:
+        """``run``, ``stop`` or ``resume`` several runs of a project in one transaction.
+
+        Each run is checked on its own; a refused one fails alone. The agent is started (or
+        checked) once for the whole batch, so 10,000 ``run()`` calls cost a few transactions
+        and agent checks, not 10,000.
+
+        Returns:
+            For each id, the run as changed, or the error that left it unchanged.
+        """
+        target = State.STOP if action == "stop" else State.READY
+        results: list[Run | AsyncRunError | None] = [None] * len(ids)
+        changes: list[tuple[str, Callable[[Run], Run]]] = []
+        todo: list[int] = []
+        for i, id in enumerate(ids):
+            if action != "stop":
+                try:
+                    run = await self.get(project, id)
+                    if action == "run":
+                        self._check_executable(run)
+                    elif self.executor is None:
+                        raise ValidationError("this backend cannot execute runs")
+                except AsyncRunError as exc:
+                    results[i] = exc
+                    continue
+            todo.append(i)
+            changes.append((id, self._change(action, target)))
+        # How it starts is decided now, by whoever asked (see asyncrun._core.launch).
+        launch = None if action == "stop" or self.executor is None else self.executor.launch()
+        changed = self.store.modify_many(project, changes, execute=launch)
+        for i, result in zip(todo, changed, strict=True):
+            results[i] = result
+        if action == "stop":
+            await self.reap_lost()
+        elif any(isinstance(r, Run) for r in results):
+            await self._start_agent(project, results)
+        return [r for r in results if r is not None]
+
+    def _check_executable(self, run: Run) -> None:
         kind = kinds.get(run.kind)
         if kind is None or self.executor is None:
             raise ValidationError(
@@ -315,40 +371,29 @@ class RunService:
                 detail={"field": "kind"},
             )
         _validate_spec(run.kind, run.spec)
-        self._act(project, id, "run", State.READY, execute=True)
-        return await self._launch(project, id)
 
-    async def resume(self, project: str, id: str) -> Run:
-        """Start a STOPPED run again: a new execution whose logs follow the old ones.
+    def _change(self, action: str, target: State) -> Callable[[Run], Run]:
+        def change(run: Run) -> Run:
+            check_action(action, run.status.state)
+            return self._move(run, *path_to(run.status.state, target))
 
-        Raises:
-            NotFound: if there is no such run.
-            InvalidTransition: if the run is not STOPPED.
-        """
-        self._act(project, id, "resume", State.READY, execute=True)
-        return await self._launch(project, id)
+        return change
 
-    async def _launch(self, project: str, id: str) -> Run:
-        assert self.executor is not None  # the agent picks the execution up from the store
+    async def _start_agent(self, project: str, results: list[Run | AsyncRunError | None]) -> None:
+        assert self.executor is not None  # the agent picks the executions up from the store
         try:
             await self.executor.ensure_agent()
         except OSError as exc:
             message = f"cannot start the agent that runs jobs: {exc}"
-            return self.store.modify(
-                project, id, lambda r: self._move(r, State.ERROR, message=message)
-            )
-        return await self.get(project, id)
 
-    async def stop(self, project: str, id: str) -> Run:
-        """Ask a run to stop: STOP now, STOPPED once the agent has ended its process.
+            def fail(run: Run) -> Run:
+                return self._move(run, State.ERROR, message=message)
 
-        Raises:
-            NotFound: if there is no such run.
-            InvalidTransition: if the run is not READY, PENDING or RUNNING.
-        """
-        run = self._act(project, id, "stop", State.STOP)
-        await self.reap_lost()
-        return run
+            started = [(r.id, fail) for r in results if isinstance(r, Run)]
+            changed = iter(self.store.modify_many(project, started))
+            for i, result in enumerate(results):
+                if isinstance(result, Run):
+                    results[i] = next(changed)
 
     async def reap_lost(self) -> None:
         """Make sure an agent serves unfinished executions.
@@ -393,10 +438,12 @@ class RunService:
         self,
         project: str,
         ids: Sequence[str],
-        since: int,
+        since: int | None,
         timeout: float,
         fresh: Sequence[str] = (),
         check: Callable[[], None] | None = None,
+        *,
+        feed: bool = False,
     ) -> Changes:
         """Wait up to ``timeout`` seconds until a watched run changes after ``since``.
 
@@ -407,18 +454,25 @@ class RunService:
         Args:
             project: The runs' project.
             ids: The watched run ids.
-            since: The change sequence the watcher has seen.
+            since: The change sequence the watcher has seen (``None``: from now, feed only).
             timeout: Seconds to hold the watch when nothing changes.
             fresh: Ids reported whatever their sequence.
             check: Called while the watch is held; what it raises ends the watch (the HTTP
                 app passes one that refuses a revoked token).
+            feed: Report every change of the project (see ``SQLiteStore.changes``).
         """
         deadline = anyio.current_time() + timeout
         next_reap = anyio.current_time() + REAP_EVERY
         while True:
-            changes = self.store.changes(project, ids, since, fresh)
-            if changes.runs or changes.missing or anyio.current_time() >= deadline:
+            changes = self.store.changes(project, ids, since, fresh, feed=feed)
+            if (
+                changes.runs
+                or changes.missing
+                or changes.deleted
+                or anyio.current_time() >= deadline
+            ):
                 return changes
+            since = changes.seq
             seq = changes.seq
             while self.store.current_seq() == seq and anyio.current_time() < deadline:
                 if self.stopping:

@@ -56,6 +56,10 @@ class AsyncTransport(abc.ABC):
         """Run ``run``, ``stop`` or ``resume`` on a run and return it."""
 
     @abc.abstractmethod
+    async def actions(self, project: str, action: str, ids: list[str]) -> list[Run | AsyncRunError]:
+        """Run ``run``, ``stop`` or ``resume`` on several runs: for each, the run or the error."""
+
+    @abc.abstractmethod
     async def watch(self, project: str, query: WatchQuery) -> Changes:
         """Long-poll for changes among watched runs."""
 

@@ -84,9 +84,12 @@ class EmbeddedTransport(AsyncTransport):
         act = {"run": self._service.run, "stop": self._service.stop, "resume": self._service.resume}
         return await act[action](project, id)
 
+    async def actions(self, project: str, action: str, ids: list[str]) -> list[Run | AsyncRunError]:
+        return await self._service.act_many(project, action, ids)
+
     async def watch(self, project: str, query: WatchQuery) -> Changes:
         return await self._service.watch(
-            project, query.ids, query.since, query.timeout, query.fresh
+            project, query.ids, query.since, query.timeout, query.fresh, feed=query.feed
         )
 
     async def read_logs(

@@ -343,6 +343,16 @@ class HTTPTransport(AsyncTransport):
         response = await self._send("POST", runs_path(project, id, action))
         return _serde.run_from_json(response.content)
 
+    async def actions(self, project: str, action: str, ids: list[str]) -> list[Run | AsyncRunError]:
+        path = f"{runs_path(project)}:batch{action.capitalize()}"
+        response = await self._send("POST", path, body={"ids": ids})
+        return [
+            _serde.from_dict(r["run"])
+            if "run" in r
+            else error_from_body(r["error"]["status"], r["error"])
+            for r in _serde.loads(response.content)["results"]
+        ]
+
     async def watch(self, project: str, query: WatchQuery) -> Changes:
         # The server may hold the request for query.timeout: allow that on top of the usual.
         response = await self._send(
@@ -355,7 +365,11 @@ class HTTPTransport(AsyncTransport):
         )
         data = _serde.loads(response.content)
         return Changes(
-            data["seq"], [_serde.from_dict(run) for run in data["runs"]], data["missing"]
+            data["seq"],
+            [_serde.from_dict(run) for run in data["runs"]],
+            data["missing"],
+            deleted=data.get("deleted", []),  # a server older than the feed sends none
+            more=bool(data.get("more")),
         )
 
     async def read_logs(

@@ -24,12 +24,12 @@ from ... import _serde
 from ..._core import launch as _launch
 from ..._core import logs as _logs
 from ..._core.auth import Grant
-from ..._core.errors import AlreadyExists, NotFound, RevisionConflict, StorageFull
+from ..._core.errors import AlreadyExists, AsyncRunError, NotFound, RevisionConflict, StorageFull
 from ..._core.metrics import Mode, Op
 from ..._core.query import Changes, Cursor, ListQuery, to_microseconds
 from ..._core.records import LogLine, Run, State
 from .._procs import private_dir, private_file
-from . import _metrics, _tokens
+from . import _feed, _metrics, _tokens
 from ._metrics import BatchResult
 
 Step = str | Callable[[sqlite3.Connection], None]
@@ -108,6 +108,7 @@ MIGRATIONS: Final[Sequence[Sequence[Step]]] = (
         """CREATE INDEX run_labels_by_created
             ON run_labels (project, label, created_us DESC, id DESC)""",
     ),
+    _feed.MIGRATION,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -402,20 +403,53 @@ class SQLiteStore:
             NotFound: if there is no such run.
         """
         with self._write() as db:
-            row = db.execute(
-                "SELECT doc FROM runs WHERE project = ? AND id = ?", (project, id)
-            ).fetchone()
-            if row is None or (of is not None and not self._execution_exists(db, of)):
-                raise _not_found(project, id)
-            current = self._load(row[0])
-            revision = current.metadata.revision
-            new = change(current)
-            new = attrs.evolve(new, metadata=attrs.evolve(new.metadata, revision=revision + 1))
-            updated = self._update(db, new, revision)
-            assert updated, "the row is locked by this transaction"
-            if execute is not None:
-                self._new_execution(db, project, id, execute)
-            return new
+            return self._modify(db, project, id, change, execute, of)
+
+    def modify_many(
+        self,
+        project: str,
+        changes: Sequence[tuple[str, Callable[[Run], Run]]],
+        *,
+        execute: _launch.Launch | None = None,
+    ) -> list[Run | AsyncRunError]:
+        """:meth:`modify` several runs in one transaction; a refused change fails only its run.
+
+        Returns:
+            For each ``(id, change)``, the changed run, or the error (``NotFound``, or what
+            ``change`` raised) that left it unchanged.
+        """
+        results: list[Run | AsyncRunError] = []
+        with self._write() as db:
+            for id, change in changes:
+                try:
+                    results.append(self._modify(db, project, id, change, execute, None))
+                except AsyncRunError as exc:  # nothing of this run was written yet
+                    results.append(exc)
+        return results
+
+    def _modify(
+        self,
+        db: sqlite3.Connection,
+        project: str,
+        id: str,
+        change: Callable[[Run], Run],
+        execute: _launch.Launch | None,
+        of: Ident | None,
+    ) -> Run:
+        row = db.execute(
+            "SELECT doc FROM runs WHERE project = ? AND id = ?", (project, id)
+        ).fetchone()
+        if row is None or (of is not None and not self._execution_exists(db, of)):
+            raise _not_found(project, id)
+        current = self._load(row[0])
+        revision = current.metadata.revision
+        new = change(current)
+        new = attrs.evolve(new, metadata=attrs.evolve(new.metadata, revision=revision + 1))
+        updated = self._update(db, new, revision)
+        assert updated, "the row is locked by this transaction"
+        if execute is not None:
+            self._new_execution(db, project, id, execute)
+        return new
 
     def get(self, project: str, id: str) -> Run | None:
         """Read one run, or ``None``."""
@@ -432,8 +466,8 @@ class SQLiteStore:
                 db.execute(f"DELETE FROM {table} WHERE project = ? AND id = ?", (project, id))
             _tokens.revoke_jobs(db, f"{project}/{id}")  # its job's token dies with the run
             _metrics.delete(db, project, id)
-            if cursor.rowcount == 1:
-                self._next_seq(db)  # a deletion is a change watchers must see
+            if cursor.rowcount == 1:  # a deletion is a change watchers must see
+                _feed.record_deletion(db, project, id, self._next_seq(db), time.time_ns() // 1000)
             return cursor.rowcount == 1
 
     def list_runs(self, project: str, query: ListQuery) -> list[Run]:
@@ -477,23 +511,60 @@ class SQLiteStore:
         return min(counts, key=counts.__getitem__)
 
     def changes(
-        self, project: str, ids: Sequence[str], since: int, fresh: Sequence[str] = ()
+        self,
+        project: str,
+        ids: Sequence[str],
+        since: int | None,
+        fresh: Sequence[str] = (),
+        *,
+        feed: bool = False,
     ) -> Changes:
-        """Watched runs written after ``since`` (``fresh`` ones whatever their sequence).
+        """What changed after ``since``: among ``ids``, or (``feed``) anywhere in the project.
 
-        Watched ids that do not exist are listed as missing.
+        ``fresh`` runs are reported whatever their sequence; those that do not exist are
+        listed as missing, like watched ``ids``. Following the feed costs what changed, not
+        what is watched: the watcher picks its own runs out of it. ``since=None`` starts the
+        feed now (only ``fresh`` runs are reported).
         """
-        seq = self.current_seq()
-        wanted = [*ids, *fresh]
-        marks = ",".join("?" * len(wanted))
+        seq = self.current_seq()  # first: a change made while reading is seen next time
+        if not feed:
+            return self._changes_among(project, [*ids, *fresh], since or 0, set(fresh), seq)
+        docs: dict[str, bytes] = {}  # the newest record of each run written
+        deleted: list[str] = []
+        more = False
+        if since is not None:
+            changes, more = _feed.read(self._db, project, since)
+            for _, id_, doc in changes:
+                if doc is None:
+                    docs.pop(id_, None)
+                    deleted.append(id_)
+                else:
+                    docs[id_] = doc
+            if more:
+                seq = changes[-1][0]  # the next answer goes on from the last change in this one
+        runs = self._load_page(list(docs.values()))
+        missing: list[str] = []
+        wanted = [id_ for id_ in dict.fromkeys(fresh) if id_ not in docs]
+        if wanted:
+            among = self._changes_among(project, wanted, 0, set(wanted), seq)
+            runs += among.runs
+            missing = among.missing
+        # A run deleted then created again is in both lists: its old waits end, new ones go on.
+        return Changes(seq, runs, missing, deleted=list(dict.fromkeys(deleted)), more=more)
+
+    def _changes_among(
+        self, project: str, wanted: list[str], since: int, always: set[str], seq: int
+    ) -> Changes:
         # Only ids and sequence numbers are read for every watched run; documents only for
-        # those that changed, so a tick costs little when 10,000 runs are watched.
-        rows = self._db.execute(
-            f"SELECT id, seq FROM runs WHERE project = ? AND id IN ({marks})",
-            (project, *wanted),
-        ).fetchall()
+        # those that changed.
+        rows: list[tuple[str, int]] = []
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            marks = ",".join("?" * len(part))
+            rows += self._db.execute(
+                f"SELECT id, seq FROM runs WHERE project = ? AND id IN ({marks})", (project, *part)
+            ).fetchall()
         found = {row[0] for row in rows}
-        always = set(fresh)
         changed = [id_ for id_, s in rows if s > since or id_ in always]
         runs = []
         for start in range(0, len(changed), 500):

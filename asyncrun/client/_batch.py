@@ -1,10 +1,11 @@
-"""Coalescing of concurrent creates: many ``new_run`` calls, few requests.
+"""Coalescing of concurrent calls: many ``new_run`` or ``run()`` calls, few requests.
 
-A lone create is sent at once, as one request. While a project already has ``max_in_flight``
-create requests on the wire, further creates queue up and leave together in one
-``runs:batchCreate`` request as soon as a request comes back. So an idle client adds no
-latency, and one that creates thousands of runs concurrently spends one round trip per batch
-instead of one per run (the batch is one transaction on the server).
+A lone call is sent at once, as one request. While a project already has ``max_in_flight``
+requests of the same kind on the wire, further calls queue up and leave together in one batch
+request (``runs:batchCreate``, ``runs:batchRun``, ...) as soon as a request comes back. So an
+idle client adds no latency, and one that creates or starts thousands of runs concurrently
+spends one round trip per batch instead of one per run (the batch is one transaction on the
+server), and never holds more than ``max_in_flight`` connections per kind of call.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections import deque
-from collections.abc import Callable
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from typing import Final, Generic, TypeVar
 
 import anyio
 import attrs
@@ -21,17 +22,20 @@ from anyio.abc import TaskGroup
 
 from .._core.errors import AsyncRunError
 from .._core.records import Run
-from ._transports._base import AsyncTransport
 
 MAX_IN_FLIGHT: Final = 2
-"""Create requests one project may have on the wire; more creates wait and batch up."""
+"""Requests of one kind one project may have on the wire; more calls wait and batch up."""
 MAX_BATCH: Final = 500
-"""Most creates per batch request (the server accepts up to 1,000)."""
+"""Most calls per batch request (the server accepts up to 1,000)."""
+
+T = TypeVar("T")
+One = Callable[[str, T], Awaitable[Run]]
+Many = Callable[[str, list[T]], Awaitable[list[Run | AsyncRunError]]]
 
 
 @attrs.define(eq=False)
-class _Pending:
-    data: dict[str, Any]
+class _Pending(Generic[T]):
+    item: T
     done: anyio.Event = attrs.Factory(anyio.Event)
     sent: bool = False
     result: Run | None = None
@@ -39,39 +43,45 @@ class _Pending:
 
 
 @attrs.define(eq=False)
-class _Project:
+class _Project(Generic[T]):
     in_flight: int = 0
-    queue: deque[_Pending] = attrs.Factory(deque)
+    queue: deque[_Pending[T]] = attrs.Factory(deque)
 
 
-class CreateBatcher:
-    """Creates runs through a transport, batching those that arrive while requests are busy.
+class Batcher(Generic[T]):
+    """Sends calls of one kind through a transport, batching those that arrive while busy.
 
     Args:
-        transport: Where the runs are created.
+        one: Sends one call (``project, item``) and returns its run.
+        many: Sends a batch and returns, per item, its run or the error refusing it.
+        what: What the calls do, for errors ("create", "run", ...).
         tasks: Returns the client's task group for background sends, ``None`` when the client
-            was not entered with ``async with``: then every create is its own request.
+            was not entered with ``async with``: then every call is its own request.
     """
 
     def __init__(
         self,
-        transport: AsyncTransport,
+        one: One[T],
+        many: Many[T],
+        what: str,
         tasks: Callable[[], TaskGroup | None],
         *,
         max_in_flight: int = MAX_IN_FLIGHT,
         max_batch: int = MAX_BATCH,
     ) -> None:
-        self._transport = transport
+        self._one = one
+        self._many = many
+        self._what = what
         self._tasks = tasks
         self._max_in_flight = max_in_flight
         self._max_batch = max_batch
-        self._projects: dict[str, _Project] = {}
+        self._projects: dict[str, _Project[T]] = {}
 
-    async def create(self, project: str, data: dict[str, Any]) -> Run:
-        """Create one run, alone or as part of a batch.
+    async def submit(self, project: str, item: T) -> Run:
+        """Send one call, alone or as part of a batch.
 
         Raises:
-            AsyncRunError: what the backend said about this run (each run of a batch gets
+            AsyncRunError: what the backend said about this call (each call of a batch gets
                 its own answer).
         """
         state = self._projects.setdefault(project, _Project())
@@ -79,11 +89,11 @@ class CreateBatcher:
         if idle or self._tasks() is None:
             state.in_flight += 1
             try:
-                return await self._transport.create_run(project, data)
+                return await self._one(project, item)
             finally:
                 state.in_flight -= 1
                 self._pump(project, state)
-        pending = _Pending(data)
+        pending = _Pending(item)
         state.queue.append(pending)
         self._pump(project, state)
         try:
@@ -99,7 +109,7 @@ class CreateBatcher:
         assert pending.result is not None
         return pending.result
 
-    def _pump(self, project: str, state: _Project) -> None:
+    def _pump(self, project: str, state: _Project[T]) -> None:
         tasks = self._tasks()
         while state.queue and state.in_flight < self._max_in_flight:
             batch = [state.queue.popleft() for _ in range(min(self._max_batch, len(state.queue)))]
@@ -111,18 +121,21 @@ class CreateBatcher:
                     tasks.start_soon(self._send, project, state, batch)
                     state.in_flight += 1
                     continue
-            self._fail(batch, RuntimeError("the client was closed before this create was sent"))
+            self._fail(
+                batch, RuntimeError(f"the client was closed before this {self._what} was sent")
+            )
 
-    async def _send(self, project: str, state: _Project, batch: list[_Pending]) -> None:
+    async def _send(self, project: str, state: _Project[T], batch: list[_Pending[T]]) -> None:
         try:
-            results = await self._transport.create_runs(project, [p.data for p in batch])
+            results = await self._many(project, [p.item for p in batch])
             for pending, result in zip(batch, results, strict=True):
                 if isinstance(result, AsyncRunError):
                     pending.error = result
                 else:
                     pending.result = result
         except anyio.get_cancelled_exc_class():
-            self._fail(batch, RuntimeError("the client was closed while this create was in flight"))
+            closed = f"the client was closed while this {self._what} was in flight"
+            self._fail(batch, RuntimeError(closed))
             raise
         except Exception as exc:  # the callers get it; the client's task group must not
             self._fail(batch, exc)
@@ -133,7 +146,7 @@ class CreateBatcher:
             self._pump(project, state)
 
     @staticmethod
-    def _fail(batch: list[_Pending], error: BaseException) -> None:
+    def _fail(batch: list[_Pending[T]], error: BaseException) -> None:
         for pending in batch:
             if pending.result is None and pending.error is None:
                 pending.error = error
