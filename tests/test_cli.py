@@ -123,7 +123,10 @@ def trained(request: pytest.FixtureRequest) -> tuple[Cli, str]:
     assert done.returncode == 0, done.stderr
     run_id = done.stdout.strip()
     assert re.fullmatch(r"[0-9a-f]{32}", run_id), done.stdout
-    assert done.stderr.strip() == f"run {run_id}: COMPLETED"
+    note, final = done.stderr.splitlines()  # no terminal: one note, no live display
+    assert note.startswith(f"waiting for run {run_id} to end (now ")
+    assert note.endswith("; Ctrl-C stops waiting, the run goes on")
+    assert final == f"run {run_id}: COMPLETED"
     return cli, run_id
 
 
@@ -489,3 +492,193 @@ def test_tokens_from_the_option_the_environment_or_a_file(
     token_file.write_text(token + "\n")
     listed = cli.ok("ls", "--json", env={"ASYNCRUN_TOKEN_FILE": str(token_file)})
     assert [r["id"] for r in json.loads(listed)] == [run_id.strip()]
+
+
+# --- issue 14: ids, ls, describe, rm, projects ------------------------------------------------
+
+
+def test_prefixes_and_printed_forms_name_a_run_everywhere(trained: tuple[Cli, str]) -> None:
+    cli, run_id = trained
+    key = f"store://{cli.project}/run/python+job/{run_id}"
+    for ref in (run_id[:8], run_id[:12], f"{cli.project}/{run_id}", f"{cli.project}/{run_id[:9]}",
+                key):  # fmt: skip
+        assert cli.record(ref)["id"] == run_id, ref
+    assert cli.ok("logs", run_id[:8]).splitlines()[0] == "epoch 0 loss 0.5000"
+    assert cli.ok("metrics", run_id[:8]).startswith("METRIC")
+    assert cli.ok("wait", run_id[:8]) == f"run {run_id}: COMPLETED\n"
+    assert cli.ok("describe", key).startswith(f"run {run_id}")
+    # A key names its project: no -p is needed (nor may one disagree).
+    bare = subprocess.run(
+        [sys.executable, "-m", "asyncrun", "get", key, "--json"],
+        capture_output=True, text=True, timeout=60, env=cli.env, check=False,
+    )  # fmt: skip
+    assert bare.returncode == 0, bare.stderr
+    assert json.loads(bare.stdout)["id"] == run_id
+    clash = Cli(cli.backend, cli.env, project="elsewhere")("get", key)
+    assert clash.returncode == 2
+    assert "-p says 'elsewhere'" in clash.stderr
+    wrong_kind = cli("get", f"store://{cli.project}/run/command+job/{run_id}")
+    assert wrong_kind.returncode == 1
+    assert "is a python+job run, not command+job" in wrong_kind.stderr
+
+
+def test_an_ambiguous_prefix_lists_the_runs_it_starts(cli: Cli) -> None:
+    with cli.client() as client:
+        for suffix in ("a1", "a2", "b1"):
+            client.new_run(
+                cli.project, "command+job", id=f"dup-{suffix}", spec={"command": ["true"]}
+            )
+    assert cli.record("dup-b")["id"] == "dup-b1"
+    ambiguous = cli("get", "dup-a")
+    assert ambiguous.returncode == 1
+    assert ambiguous.stderr.startswith(f"error: 'dup-a' starts 2 runs in project '{cli.project}': ")
+    assert "dup-a1 (CREATED, " in ambiguous.stderr
+    assert "dup-a2 (CREATED, " in ambiguous.stderr
+    assert "give more of the id" in ambiguous.stderr
+    assert len(ambiguous.stderr.splitlines()) == 1
+    nothing_done = cli("rm", "dup-b1", "dup-a")  # every id resolves before anything is done
+    assert nothing_done.returncode == 1
+    assert cli.record("dup-b1")["id"] == "dup-b1"
+
+
+def test_a_run_of_another_project_is_hinted(embedded_cli: Cli) -> None:
+    cli = embedded_cli
+    run_id = cli.ok("run", "command+job", "--", "true").strip()
+    lost = Cli(cli.backend, cli.env)  # a project of its own
+    missing = lost("get", run_id[:10])
+    assert missing.returncode == 1
+    assert missing.stderr == (
+        f"error: no run {run_id[:10]!r} in project {lost.project!r} (a run starting "
+        f"{run_id[:10]!r} is in project {cli.project!r}: add -p {cli.project})\n"
+    )
+    unknown = lost("get", "no-such-run")
+    assert "name it with -p PROJECT" in unknown.stderr
+
+
+def test_ls_fits_80_columns_with_short_ids_duration_and_message(cli: Cli) -> None:
+    ok_id = cli.ok("run", "command+job", "--wait", "--", "true").strip()
+    failing = cli("run", "command+job", "--wait", "--", "sh", "-c", f"echo {'x' * 200}; exit 3")
+    assert failing.returncode == 1
+    ids = [ok_id, failing.stdout.strip()]
+    with cli.client() as client:
+        client.new_run(cli.project, "command+job", id="a-long-custom-run-identifier-0001",
+                       spec={"command": ["echo", "y" * 300]}, labels=["x" * 50])  # fmt: skip
+    lines = cli.ok("ls").splitlines()
+    assert lines[0].split() == ["ID", "STATE", "AGE", "DURATION", "WHAT", "MESSAGE"]
+    assert all(len(line) <= 80 for line in lines), lines
+    rows = {line.split()[0]: line for line in lines[2:]}
+    assert len(rows) == 3
+    short = {run_id: next(s for s in rows if run_id.startswith(s)) for run_id in ids}
+    assert all(8 <= len(s) <= 12 for s in short.values())
+    completed = rows[short[ids[0]]].split()
+    assert completed[1] == "COMPLETED"
+    assert re.fullmatch(r"\d+(\.\d)?s", completed[3])
+    assert completed[4] == "true"
+    failed = rows[short[ids[1]]]
+    assert "ERROR" in failed
+    assert failed.endswith("the process exited with code 3")
+    custom = rows["a-long-c"]
+    assert (custom.split()[1], custom.split()[3]) == ("CREATED", "-")
+    assert "echo yyy" in custom
+    assert custom.endswith("…")  # the long command is cut
+
+    wide = cli.ok("ls", "--wide").splitlines()
+    assert wide[0].split() == [
+        "ID", "KIND", "STATE", "CREATED", "DURATION", "NAME", "LABELS", "WHAT", "MESSAGE"
+    ]  # fmt: skip
+    assert any(line.startswith(ids[0] + " ") for line in wide)
+    assert any("y" * 300 in line for line in wide)
+    assert sorted(cli.ok("ls", "-q").split()) == sorted([*ids, "a-long-custom-run-identifier-0001"])
+
+
+def test_ls_json_and_get_summarise_metrics(trained: tuple[Cli, str]) -> None:
+    cli, run_id = trained
+    summary = {
+        "loss": {"count": 6, "last": 0.015625, "min": 0.015625, "max": 0.5},
+        "accuracy": 0.9,
+        "gappy": {"count": 4, "last": 4.0, "min": 1.0, "max": 4.0},
+    }
+    (listed,) = [r for r in json.loads(cli.ok("ls", "--json")) if r["id"] == run_id]
+    assert listed["status"]["metrics"] == summary
+    assert cli.record(run_id)["status"]["metrics"] == summary
+    assert yaml_load(cli.ok("get", run_id))["status"]["metrics"] == summary
+    full = json.loads(cli.ok("get", run_id, "--json", "--full-metrics"))
+    assert full["status"]["metrics"]["loss"][0] == 0.5
+    assert len(full["status"]["metrics"]["loss"]) == 6
+    assert yaml_load(cli.ok("get", run_id, "--full-metrics"))["status"]["metrics"]["gappy"][1] == (
+        "NaN"
+    )
+
+
+def test_describe_shows_a_run_at_a_glance(trained: tuple[Cli, str]) -> None:
+    cli, run_id = trained
+    out = cli.ok("describe", run_id[:8])
+    lines = out.splitlines()
+    assert lines[0] == f"run {run_id}"
+    fields = {}
+    for line in lines[1:]:
+        if not line.strip():
+            break
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    assert fields["project"] == cli.project
+    assert fields["kind"] == "python+job"
+    assert fields["name"] == "trainer"
+    assert fields["state"] == "COMPLETED"
+    assert re.fullmatch(r"\d+(\.\d)?s \(1 execution\)", fields["duration"])
+    assert fields["runs"] == "_cli_jobs:train epochs=6 lr=0.5"
+    assert fields["labels"] == "cli, nightly"
+    assert fields["key"] == f"store://{cli.project}/run/python+job/{run_id}"
+    metrics = out.split("\nmetrics\n", 1)[1]
+    assert metrics.splitlines()[0].split() == ["METRIC", "VALUES", "LAST", "MIN", "MAX"]
+    assert "loss" in metrics
+    logs = out.split("last 6 of 6 log lines", 1)[1].splitlines()
+    assert logs[1].strip() == "epoch 0 loss 0.5000"
+    assert logs[-1].strip() == "epoch 5 loss 0.0156"
+
+
+def test_describe_keeps_only_the_last_ten_log_lines(embedded_cli: Cli) -> None:
+    cli = embedded_cli
+    run_id = cli.ok("run", "command+job", "--wait", "--", "seq", "1", "25").strip()
+    out = cli.ok("describe", run_id)
+    assert "metrics: none" in out
+    tail = out.split("last 10 of 25 log lines", 1)[1].splitlines()
+    assert [line.strip() for line in tail[1:]] == [str(n) for n in range(16, 26)]
+
+
+def test_rm_deletes_runs_and_refuses_running_ones_without_force(cli: Cli) -> None:
+    done = cli.ok("run", "command+job", "--wait", "--", "true").strip()
+    running = cli.ok("run", "command+job", "--", "sleep", "60").strip()
+    assert cli.ok("rm", done[:8]) == f"deleted run {done}\n"
+    gone = cli("get", done)
+    assert gone.returncode == 1
+    assert "no run" in gone.stderr
+
+    refused = cli("rm", running)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"error: run {running} has not ended")
+    assert "--force" in refused.stderr
+    assert cli.record(running)["status"]["state"] in ("READY", "PENDING", "RUNNING")
+    assert cli.ok("rm", "--force", running) == f"deleted run {running}\n"
+    assert cli("get", running).returncode == 1
+    help_text = cli.ok("rm", "--help")
+    assert "no confirmation" in help_text.lower()
+
+
+def test_projects_lists_the_embedded_database_projects(embedded_cli: Cli) -> None:
+    cli = embedded_cli
+    cli.ok("run", "command+job", "--", "true")
+    cli.ok("run", "command+job", "--", "true")
+    rows = {line.split()[0]: line.split() for line in cli.ok("projects").splitlines()}
+    assert rows["PROJECT"][:2] == ["PROJECT", "RUNS"]
+    assert rows[cli.project][1] == "2"
+    names = cli.ok("projects", "-q").split()
+    assert cli.project in names
+
+
+def test_projects_over_http_says_what_it_cannot_know(request: pytest.FixtureRequest) -> None:
+    cli = Cli("http", backend_env(request, "http"))
+    done = cli("projects")
+    assert done.returncode == 1
+    assert "has no projects endpoint" in done.stderr
+    assert len(done.stderr.splitlines()) == 1
