@@ -348,6 +348,8 @@ def main(args: Sequence[str] | None = None) -> NoReturn:
     except click.Abort:  # Ctrl-C (click has already ended the line) or an aborted prompt
         sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
+        if settings.debug and isinstance(exc, CliError):
+            traceback.print_exc()
         print_error(exc.format_message(), getattr(exc, "hint", None))
         sys.exit(exc.exit_code)
     except AuthError as exc:

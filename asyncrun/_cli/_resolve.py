@@ -69,7 +69,9 @@ def _missing_hint(ctx: click.Context, ref: RunRef, project: str) -> str:
         if elsewhere:
             where = " and ".join(repr(p) for p in elsewhere)
             return f"a run starting {ref.id!r} is in project {where}: add -p {elsewhere[0]}"
-        return "if it is in another project, name it with -p PROJECT (`asyncrun projects`)"
+        return (
+            "if it is in another project, name it with -p PROJECT; `asyncrun projects` lists them"
+        )
     return "if it is in another project, name it with -p PROJECT"
 
 
