@@ -11,6 +11,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import JOBS_DIR, ServerProcess, free_port
+from conftest import JOBS_DIR, ServerProcess, free_port, wait_for
 from ruamel.yaml import YAML
 
 import asyncrun
@@ -490,10 +491,13 @@ def test_tokens_from_the_option_the_environment_or_a_file(
 
     refused = cli("ls")
     assert refused.returncode == 1
-    assert refused.stderr.startswith("error: ")
+    assert refused.stderr.startswith(f"error: {secured.url} needs a token: pass --token TOKEN, ")
+    assert "ASYNCRUN_TOKEN_FILE" in refused.stderr
+    assert "token=" not in refused.stderr  # Python's advice, not the command line's
     assert len(refused.stderr.splitlines()) == 1
     wrong = cli("--token", "art_0123456789abcdef_wrongwrongwrong", "ls")
     assert wrong.returncode == 1
+    assert wrong.stderr.startswith(f"error: {secured.url} refused the token from --token")
     assert "wrongwrong" not in wrong.stdout + wrong.stderr
 
     cli.ok("--token", token, "ls")
@@ -692,3 +696,168 @@ def test_projects_over_http_says_what_it_cannot_know(request: pytest.FixtureRequ
     assert done.returncode == 1
     assert "has no projects endpoint" in done.stderr
     assert len(done.stderr.splitlines()) == 1
+
+
+# --- issue 14: usage, errors, logs, completion, logging ---------------------------------------
+
+
+def bare(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The command without the test project's -p."""
+    return subprocess.run(
+        [sys.executable, "-m", "asyncrun", *args],
+        capture_output=True, text=True, timeout=60, env=env or plain_env(), check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("args", [(), ("server", "token")], ids=["asyncrun", "server-token"])
+def test_a_bare_group_prints_its_help_formatted(args: tuple[str, ...]) -> None:
+    done = bare(*args)
+    assert done.returncode == 2  # click's own behaviour for a group called with nothing
+    lines = done.stderr.splitlines()
+    assert lines[0] == f"Usage: asyncrun {' '.join((*args, ''))}[OPTIONS] COMMAND [ARGS]..."
+    assert "Commands:" in lines
+    assert "error:" not in done.stderr
+    assert len(lines) > 10
+
+
+def test_an_endpoint_without_a_scheme_suggests_http() -> None:
+    for done in (
+        bare("--endpoint", "localhost:8765", "ls"),
+        bare("ls", env=plain_env(ASYNCRUN_ENDPOINT="localhost:8765")),
+    ):
+        assert done.returncode == 2
+        assert "did you mean http://localhost:8765?" in done.stderr
+        assert len(done.stderr.splitlines()) == 1
+    ftp = bare("--endpoint", "ftp://host:8765", "ls")
+    assert "did you mean http://host:8765?" in ftp.stderr
+
+
+def test_a_server_on_a_taken_port_fails_before_saying_it_listens(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        done = bare("server", "--no-auth", "--port", port, "--db", str(tmp_path / "x.sqlite3"))
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"error: cannot listen on 127.0.0.1:{port}: the port is in use (another asyncrun "
+        "server?); stop what holds it or choose another --port\n"
+    )
+
+
+def test_a_taken_id_gets_command_line_advice(cli: Cli) -> None:
+    cli.ok("run", "command+job", "--id", f"{cli.project}-x", "--", "true")
+    again = cli("run", "command+job", "--id", f"{cli.project}-x", "--", "true")
+    assert again.returncode == 1
+    assert again.stderr.startswith(
+        f"error: run '{cli.project}-x' already exists in project '{cli.project}' (choose "
+        "another --id, or leave --id out"
+    )
+    assert "save(" not in again.stderr
+
+
+def test_token_commands_never_make_a_database_by_surprise(tmp_path: Path) -> None:
+    os.chdir(tmp_path)  # a relative --db, as typed from the wrong folder
+    missing = bare("server", "token", "create", "--db", "runs.sqlite3", "--project", "demo")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith(f"error: no database at {tmp_path / 'runs.sqlite3'} (")
+    assert not (tmp_path / "runs.sqlite3").exists()
+    for args in (("list",), ("revoke", "0123456789abcdef")):
+        done = bare("server", "token", *args, "--db", "runs.sqlite3")
+        assert done.returncode == 1
+        assert "no database at" in done.stderr
+    assert not (tmp_path / "runs.sqlite3").exists()
+    empty = bare("server", "token", "list", env=plain_env(ASYNCRUN_HOME=str(tmp_path / "h")))
+    assert empty.returncode == 1
+    assert f"no database at {tmp_path / 'h' / 'asyncrun.sqlite3'} (the default" in empty.stderr
+
+    made = bare("server", "token", "create", "--db", "runs.sqlite3", "--create", "--project", "d")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.splitlines()[-1].startswith("art_")
+    listed = bare("server", "token", "list", "--db", "runs.sqlite3")
+    assert listed.stdout.count("\n") == 1
+    token_id = listed.stdout.split()[0]
+    assert bare("server", "token", "revoke", "--db", "runs.sqlite3", token_id).returncode == 0
+    none = bare("server", "token", "list", "--db", "runs.sqlite3")
+    assert none.returncode == 0
+    assert none.stdout == ""
+    assert none.stderr.startswith(f"no tokens in {tmp_path / 'runs.sqlite3'}; create one with")
+
+
+def test_logs_mark_stderr_and_where_each_execution_begins(cli: Cli) -> None:
+    both = cli.ok("run", "command+job", "--wait", "--", "sh", "-c", "echo out; echo err >&2")
+    run_id = both.strip()
+    assert sorted(cli.ok("logs", run_id).splitlines()) == ["err", "out"]  # piped: as written
+    assert sorted(cli.ok("logs", run_id, "--streams").splitlines()) == ["[err] err", "[out] out"]
+
+    script = 'echo "start $$"; trap "echo bye >&2; exit 0" TERM; sleep 60 & wait'
+    run_id = cli.ok("run", "command+job", "--", "sh", "-c", script).strip()
+    wait_for(lambda: cli.ok("logs", run_id).startswith("start"), "the first execution's line")
+    cli.ok("stop", "--wait", run_id)
+    cli.ok("resume", run_id)
+    wait_for(lambda: cli.ok("logs", run_id).count("start") == 2, "the second execution's line")
+    cli.ok("stop", "--wait", run_id)
+    done = cli("logs", run_id)
+    assert [line.split()[0] for line in done.stdout.splitlines()] == [
+        "start",
+        "bye",
+        "start",
+        "bye",
+    ]
+    notes = done.stderr.splitlines()
+    assert [note.split(",")[0] for note in notes] == [
+        "── execution 1 of 2", "── execution 2 of 2"
+    ]  # fmt: skip
+    marked = cli.ok("logs", run_id, "-s").splitlines()
+    assert [line.split(",")[0].split()[0:3] for line in marked] == [
+        ["──", "execution", "1"], ["[out]", "start", marked[1].split()[2]], ["[err]", "bye"],
+        ["──", "execution", "2"], ["[out]", "start", marked[4].split()[2]], ["[err]", "bye"],
+    ]  # fmt: skip
+
+
+def test_stop_wait_says_it_waits_for_the_grace_period(cli: Cli) -> None:
+    run_id = cli.ok("run", "command+job", "--", "sleep", "60").strip()
+    done = cli("stop", "--wait", run_id)
+    assert done.returncode == 0
+    assert done.stdout == f"run {run_id}: STOPPED\n"
+    assert done.stderr == (
+        f"waiting for run {run_id} to stop: SIGTERM was sent, SIGKILL follows after the "
+        "server's grace period (asyncrun server --stop-grace, 10 s by default)\n"
+    )
+
+
+def test_the_follow_hint_is_never_cut_on_a_narrow_terminal(embedded_cli: Cli) -> None:
+    done = embedded_cli(
+        "run", "command+job", "--", "true", env={"FORCE_COLOR": "1", "COLUMNS": "40"}
+    )
+    run_id = done.stdout.strip()
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", done.stderr)
+    assert f"follow it with: asyncrun -p {embedded_cli.project} logs -f {run_id}\n" in plain
+
+
+def test_shell_completion_completes_run_ids(embedded_cli: Cli) -> None:
+    run_id = embedded_cli.ok("run", "command+job", "--", "true").strip()
+    env = {**embedded_cli.env, "_ASYNCRUN_COMPLETE": "bash_complete",
+           "COMP_WORDS": f"asyncrun -p {embedded_cli.project} describe {run_id[:4]}",
+           "COMP_CWORD": "4"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncrun"], capture_output=True, text=True, env=env, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"plain,{run_id}"]
+    script = embedded_cli.ok("completion", "bash")
+    assert "_ASYNCRUN_COMPLETE=bash_complete" in script
+    assert "asyncrun completion bash" in embedded_cli.ok("--help")
+
+
+def test_the_example_prints_no_http_request_log(server: ServerProcess, tmp_path: Path) -> None:
+    example = Path(__file__).parent.parent / "examples" / "main_job.py"
+    done = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=120,
+        env=plain_env(ASYNCRUN_ENDPOINT=server.url), cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "finished: COMPLETED" in done.stdout
+    assert "HTTP Request" not in done.stdout + done.stderr
+    assert "httpx" not in done.stdout + done.stderr

@@ -159,8 +159,9 @@ def cli(
     Exit codes: 0 success; 1 an error, or a run that did not end COMPLETED; 2 a bad command
     line; 124 a wait that timed out; 130 interrupted (Ctrl-C).
 
-    Shell completion (commands, options, run ids): `asyncrun completion bash|zsh|fish`
-    prints the script to source; see `asyncrun completion --help`.
+    \b
+    Shell completion of commands, options and run ids (or zsh, fish):
+      eval "$(asyncrun completion bash)"
     """
     settings = ctx.ensure_object(Settings)
     settings.endpoint = endpoint or None
