@@ -640,7 +640,7 @@ def test_describe_shows_a_run_at_a_glance(trained: tuple[Cli, str]) -> None:
     assert fields["name"] == "trainer"
     assert fields["state"] == "COMPLETED"
     assert re.fullmatch(r"\d+(\.\d)?s \(1 execution\)", fields["duration"])
-    assert fields["runs"] == "_cli_jobs:train epochs=6 lr=0.5"
+    assert fields["handler"] == "_cli_jobs:train epochs=6 lr=0.5"
     assert fields["labels"] == "cli, nightly"
     assert fields["key"] == f"store://{cli.project}/run/python+job/{run_id}"
     metrics = out.split("\nmetrics\n", 1)[1]
@@ -656,6 +656,8 @@ def test_describe_keeps_only_the_last_ten_log_lines(embedded_cli: Cli) -> None:
     run_id = cli.ok("run", "command+job", "--wait", "--", "seq", "1", "25").strip()
     out = cli.ok("describe", run_id)
     assert "metrics: none" in out
+    assert "  command:   seq 1 25\n" in out
+    assert "  name:      -\n" in out
     tail = out.split("last 10 of 25 log lines", 1)[1].splitlines()
     assert [line.strip() for line in tail[1:]] == [str(n) for n in range(16, 26)]
 

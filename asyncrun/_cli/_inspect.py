@@ -330,6 +330,13 @@ def get_command(
 DESCRIBE_LOG_LINES = 10
 
 
+def _what_label(spec: dict[str, Any]) -> str:
+    """What :func:`what_ran` shows of this spec: its command, its handler, or its kind."""
+    if spec.get("command"):
+        return "command"
+    return "handler" if spec.get("handler") else "kind"
+
+
 @click.command("describe", short_help="Show one run at a glance: state, what ran, metrics, logs.")
 @_id_argument
 @project_option
@@ -357,9 +364,7 @@ def describe_command(ctx: click.Context, run_id: str, project: str | None, lines
     status = run.status
     starts = execution_starts(status.transitions)
     ended = next((t.time for t in status.transitions if t.state in TERMINAL), None)
-    fields = Table.grid(padding=(0, 2))
-    fields.add_column(style="bold")
-    fields.add_column(overflow="fold")
+    fields = Text()
     state = state_text(status.state)
     if status.message and status.message.casefold() != status.state.casefold():
         state.append(f"  {one_line(status.message)}")
@@ -367,23 +372,23 @@ def describe_command(ctx: click.Context, run_id: str, project: str | None, lines
     for key, value in (
         ("project", run.project),
         ("kind", run.kind),
-        ("name", run.name or ""),
+        ("name", _name(run) or "-"),
         ("state", state),
         ("created", local_time(run.metadata.created)),
         ("started", local_time(starts[0]) if starts else "-"),
         ("ended", local_time(ended) if ended and status.state in TERMINAL else "-"),
         ("duration", format_duration(run_duration(status.transitions, now)) + executions),
-        ("runs", what_ran(run.kind, run.spec)),
+        (_what_label(run.spec), what_ran(run.kind, run.spec)),
         ("labels", ", ".join(run.metadata.labels) or "-"),
         ("key", run.key),
     ):
-        fields.add_row(f"{key}:", value)
-    out.print(Text(f"run {run.id}", style="bold"))
-    out.print(Padding(fields, (0, 0, 0, 2)))
+        fields.append(f"\n  {key + ':':<10} ", style="bold")
+        fields.append(value)
+    out.print(Text(f"run {run.id}", style="bold"), fields, sep="", soft_wrap=True)
     out.print()
     if run.metrics:
         out.print(Text("metrics", style="bold"))
-        out.print(Padding(_metrics_table(run.metrics), (0, 0, 0, 2)))
+        out.print(Padding(_metrics_table(run.metrics), (0, 0, 0, 2), expand=False))
     else:
         out.print(Text("metrics: none", style="bold"))
     if lines:
