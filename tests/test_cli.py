@@ -271,6 +271,8 @@ def test_export_then_apply_creates_or_updates(cli: Cli, tmp_path: Path) -> None:
     assert stored["spec"]["command"] == ["false"]
     assert stored["status"]["state"] == "COMPLETED"  # an update never changes the state
 
+    assert "is unchanged" in cli.ok("apply", "-f", str(path))  # the same file again: no change
+    path.write_text(path.read_text().replace("- 'false'", "- 'true'").replace("- false", "- true"))
     stale = cli("apply", "-f", str(path))  # the file's revision is behind the stored one now
     assert stale.returncode == 1
     assert "changed since" in stale.stderr
@@ -863,3 +865,14 @@ def test_the_example_prints_no_http_request_log(server: ServerProcess, tmp_path:
     assert "finished: COMPLETED" in done.stdout
     assert "HTTP Request" not in done.stdout + done.stderr
     assert "httpx" not in done.stdout + done.stderr
+
+
+def test_applying_an_unchanged_export_changes_nothing(cli: Cli, tmp_path: Path) -> None:
+    run_id = cli.ok("run", "command+job", "--wait", "--", "true").splitlines()[0]
+    path = cli.ok("export", run_id, "-o", str(tmp_path)).strip()
+    revision = cli.record(run_id)["metadata"]["revision"]
+    for _ in range(2):  # the same file twice: never a conflict with itself
+        assert cli.ok("apply", "-f", path) == (
+            f"run {run_id} in project {cli.project} is unchanged (revision {revision})\n"
+        )
+    assert cli.record(run_id)["metadata"]["revision"] == revision

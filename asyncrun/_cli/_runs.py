@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+import attrs
 import click
 from rich.text import Text
 
@@ -28,6 +29,8 @@ from .. import (
     WaitTimeout,
     kinds,
 )
+from .._core.launch import STATUS_KEY
+from .._core.records import Run as RunRecord
 from .._core.records import did_you_mean
 from .._core.states import TERMINAL
 from ._app import (
@@ -633,6 +636,14 @@ def rm_command(
 # --- export, apply --------------------------------------------------------------------------
 
 
+def _owned(record: RunRecord) -> tuple[Any, ...]:
+    """What an update may change in a record (see ``RunService.update``): its name, spec,
+    user, metadata but for its times and revision, and status keys but the launch's."""
+    metadata = attrs.evolve(record.metadata, created=None, updated=None, revision=0)
+    extra = {key: value for key, value in record.status.extra.items() if key != STATUS_KEY}
+    return record.kind, record.name, record.spec, record.user, metadata, extra
+
+
 @click.command("apply", short_help="Create or update runs from exported files.")
 @click.option(
     "-f",
@@ -656,7 +667,8 @@ def apply_command(
     """Create a run from an exported file, or update the run with the file's id.
 
     The run's id and project come from the file. A created run starts CREATED; an update
-    changes what is yours in a record (name, metadata, spec, user), never its state. An update
+    changes what is yours in a record (name, metadata, spec, user), never its state; a file
+    that changes none of it is left alone (applying it again is no conflict). An update
     refuses to overwrite a run that changed since the file was exported (its revision moved
     on), unless --force.
 
@@ -679,6 +691,14 @@ def apply_command(
         except NotFound:
             run.save()
             out.print(f"created run {run.id} in project {run.project}")
+            continue
+        if _owned(run.record) == _owned(current.record):
+            out.print(
+                f"run {run.id} in project {run.project} is unchanged "
+                f"(revision {current.metadata.revision})",
+                soft_wrap=True,
+                highlight=False,
+            )
             continue
         if force:
             run.metadata.revision = current.metadata.revision
