@@ -231,16 +231,11 @@ def _bind(host: str, port: int) -> socket.socket:
         click.ClickException: if the address cannot be had, saying why and what to do.
     """
     where = f"{_host_in_url(host)}:{port}"
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except socket.gaierror as exc:
-        raise click.ClickException(f"cannot listen on {where}: {exc.strerror}") from None
-    sock = socket.socket(family, kind, proto)
+    # As uvicorn binds: IPv6 for an address with a colon, else IPv4 (localhost: 127.0.0.1).
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
+        sock.bind((host, port))
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
@@ -248,7 +243,7 @@ def _bind(host: str, port: int) -> socket.socket:
                 f"cannot listen on {where}: the port is in use (another asyncrun server?); "
                 "stop what holds it or choose another --port"
             ) from None
-        raise click.ClickException(f"cannot listen on {where}: {exc.strerror}") from None
+        raise click.ClickException(f"cannot listen on {where}: {exc.strerror or exc}") from None
     return sock
 
 
