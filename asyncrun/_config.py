@@ -26,16 +26,22 @@ def endpoint() -> str | None:
     return os.environ.get("ASYNCRUN_ENDPOINT") or None
 
 
+def token_file() -> Path | None:
+    """The file ``ASYNCRUN_TOKEN_FILE`` names, if set (it holds the token)."""
+    path = os.environ.get("ASYNCRUN_TOKEN_FILE")
+    return Path(path) if path else None
+
+
 def token() -> str | None:
     """The bearer token: ``ASYNCRUN_TOKEN_FILE``'s content, else ``ASYNCRUN_TOKEN``, if any.
 
     Read again whenever the server answers 401, so a rotated token is picked up without a
     restart.
     """
-    path = os.environ.get("ASYNCRUN_TOKEN_FILE")
-    if path:
+    path = token_file()
+    if path is not None:
         try:
-            return Path(path).read_text(encoding="utf-8").strip() or None
+            return path.read_text(encoding="utf-8").strip() or None
         except OSError:
             return None  # a file being replaced; the request goes without and fails 401
     return os.environ.get("ASYNCRUN_TOKEN") or None

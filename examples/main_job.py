@@ -17,7 +17,10 @@ import asyncrun
 
 async def main() -> None:
     """Run one job through its whole life."""
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    # asyncrun's own progress (state changes) at INFO; every other library (httpx logs each
+    # request at INFO) stays at WARNING: configure the loggers you want, not the root's level.
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.getLogger("asyncrun").setLevel(logging.INFO)
     context = tempfile.mkdtemp(prefix="asyncrun-demo-")
     async with asyncrun.AsyncClient(context=context) as client:
         print(f"backend: {client.endpoint or 'embedded'}")

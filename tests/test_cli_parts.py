@@ -165,3 +165,75 @@ def test_every_command_has_help_with_an_example(path: tuple[str, ...]) -> None:
 def test_the_console_script_is_main() -> None:
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "asyncrun"]
     assert script.load() is main
+
+
+# --- issue 14: run references, listings, summaries ---------------------------------------------
+
+
+def test_run_references_in_every_printed_form() -> None:
+    from asyncrun import ValidationError
+    from asyncrun._core.refs import RunRef, parse_run_ref
+
+    assert parse_run_ref("80643d7e") == RunRef("80643d7e")
+    assert parse_run_ref(" demo/80643d7e ") == RunRef("80643d7e", "demo")
+    assert parse_run_ref("store://demo/run/python+job/80643d7e") == RunRef(
+        "80643d7e", "demo", "python+job"
+    )
+    for bad in ("", "a/b/c", "store://demo/runs/x/y", "store://demo/run/x", "../x", "demo/"):
+        with pytest.raises(ValidationError, match="names no run: give an ID, the start of one"):
+            parse_run_ref(bad)
+
+
+def test_prefixes_match_and_short_ids_stay_distinct() -> None:
+    from asyncrun._core.refs import matching_ids, short_id_length
+
+    ids = ["abc123", "abc124", "abd", "x"]
+    assert matching_ids("abc", ids) == ["abc123", "abc124"]
+    assert matching_ids("abd", ids) == ["abd"]
+    assert matching_ids("abc123", [*ids, "abc1234"]) == ["abc123"]  # an exact id wins
+    assert matching_ids("zz", ids) == []
+    assert short_id_length(["0" * 32, "1" * 32]) == 8
+    assert short_id_length(["0123456789ab" + "0" * 20, "0123456789ab" + "1" * 20]) == 13
+    assert short_id_length(["run", "run-2"]) == 8
+    assert short_id_length([]) == 8
+
+
+def test_durations_sum_the_running_intervals() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from asyncrun import Transition
+    from asyncrun._cli._views import execution_starts, format_duration, run_duration
+
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+    def at(seconds: float, state: State) -> Transition:
+        return Transition(state, t0 + timedelta(seconds=seconds))
+
+    resumed = [  # newest first, as records keep them
+        at(400, State.COMPLETED), at(300, State.RUNNING), at(299, State.READY),
+        at(100, State.STOPPED), at(90, State.STOP), at(10, State.RUNNING), at(0, State.READY),
+    ]  # fmt: skip
+    assert run_duration(resumed, t0) == timedelta(seconds=180)
+    assert execution_starts(resumed) == [t0 + timedelta(seconds=10), t0 + timedelta(seconds=300)]
+    running = [at(10, State.RUNNING), at(0, State.READY)]
+    assert run_duration(running, t0 + timedelta(seconds=70)) == timedelta(seconds=60)
+    assert run_duration([at(0, State.CREATED)], t0) is None
+    assert [format_duration(timedelta(seconds=s)) for s in (0.42, 12, 185, 7620, 273600)] == [
+        "0.4s",
+        "12s",
+        "3m05s",
+        "2h07m",
+        "3d04h",
+    ]
+    assert format_duration(None) == "-"
+
+
+def test_what_ran() -> None:
+    from asyncrun._cli._views import truncate, what_ran
+
+    assert what_ran("command+job", {"command": ["sh", "-c", "echo hi"]}) == "sh -c 'echo hi'"
+    assert what_ran("python+job", {"handler": "m:f", "parameters": {"lr": 0.1}}) == "m:f lr=0.1"
+    assert what_ran("python+job", {"handler": "m:f"}) == "m:f"
+    assert what_ran("other+kind", {}) == "other+kind"
+    assert truncate("a  b\nc", 10) == "a b c"
+    assert truncate("abcdefghijkl", 5) == "abcd…"

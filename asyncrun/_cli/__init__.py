@@ -5,8 +5,24 @@ of creating, waiting, following and exporting lives there, once.
 """
 
 from ._app import cli, main
-from ._inspect import export_command, get_command, logs_command, ls_command, metrics_command
-from ._runs import apply_command, resume_command, run_command, stop_command, wait_command
+from ._completion import completion_command
+from ._inspect import (
+    describe_command,
+    export_command,
+    get_command,
+    logs_command,
+    ls_command,
+    metrics_command,
+    projects_command,
+)
+from ._runs import (
+    apply_command,
+    resume_command,
+    rm_command,
+    run_command,
+    stop_command,
+    wait_command,
+)
 from ._server import server
 
 server.short_help = "Serve the HTTP API; manage its access tokens."
@@ -14,15 +30,19 @@ server.short_help = "Serve the HTTP API; manage its access tokens."
 for _command in (
     run_command,
     ls_command,
+    describe_command,
     get_command,
     logs_command,
     wait_command,
     stop_command,
     resume_command,
+    rm_command,
     export_command,
     apply_command,
     metrics_command,
+    projects_command,
     server,
+    completion_command,
 ):
     cli.add_command(_command)
 

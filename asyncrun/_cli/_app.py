@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -15,7 +16,7 @@ from click.core import ParameterSource
 from rich.console import Console
 from rich.text import Text
 
-from .. import AsyncRunError, Client
+from .. import AlreadyExists, AsyncRunError, AuthError, Client, Forbidden, Run, _config
 from ._output import Consoles, one_line
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -47,11 +48,40 @@ class Settings:
     client: Client | None = None
 
 
+class CliError(click.ClickException):
+    """An error of a command, with a hint of what to do (printed dim, in brackets)."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
 class OrderedGroup(click.Group):
     """A group listing its commands in the order they were added (the order of a workflow)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)
+
+
+_URL = re.compile(r"^https?://", re.IGNORECASE)
+
+
+def check_endpoint(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Click callback of ``--endpoint``: an http:// or https:// URL, or nothing.
+
+    Raises:
+        click.BadParameter: for anything else, suggesting the URL meant.
+    """
+    if not value:
+        return None
+    if _URL.match(value):
+        return value
+    _, sep, rest = value.partition("://")
+    if sep:
+        raise click.BadParameter(
+            f"{value!r} is not an http:// or https:// URL (did you mean http://{rest}?)"
+        )
+    raise click.BadParameter(f"{value!r} has no scheme: did you mean http://{value}?")
 
 
 CONTEXT_SETTINGS: dict[str, Any] = {
@@ -66,6 +96,7 @@ CONTEXT_SETTINGS: dict[str, Any] = {
     envvar="ASYNCRUN_ENDPOINT",
     show_envvar=True,
     metavar="URL",
+    callback=check_endpoint,
     help="URL of an `asyncrun server`. Unset: the embedded backend (a SQLite file under "
     "ASYNCRUN_HOME; nothing to start).",
 )
@@ -91,6 +122,12 @@ CONTEXT_SETTINGS: dict[str, Any] = {
     metavar="SECONDS",
     help="Seconds allowed for one HTTP request, retries included. Default: ASYNCRUN_TIMEOUT or 30.",
 )
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Log what the client does (state changes, retries) on stderr.",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks and the client's debug log.")
 @click.version_option(package_name="asyncrun")
 @click.pass_context
@@ -100,6 +137,7 @@ def cli(
     token: str | None,
     project: str,
     request_timeout: float | None,
+    verbose: bool,
     debug: bool,
 ) -> None:
     """Run records: start runs, follow their logs, wait for them, export them.
@@ -115,8 +153,15 @@ def cli(
       asyncrun ls --state RUNNING
       asyncrun --endpoint http://127.0.0.1:8765 -p demo wait ID1 ID2 ID3 --timeout 600
 
+    ID: a run's id, the start of it (8 characters are usually enough, as `ls` shows them),
+    PROJECT/ID, or its store:// key.
+
     Exit codes: 0 success; 1 an error, or a run that did not end COMPLETED; 2 a bad command
     line; 124 a wait that timed out; 130 interrupted (Ctrl-C).
+
+    \b
+    Shell completion of commands, options and run ids (or zsh, fish):
+      eval "$(asyncrun completion bash)"
     """
     settings = ctx.ensure_object(Settings)
     settings.endpoint = endpoint or None
@@ -127,12 +172,12 @@ def cli(
     )
     settings.request_timeout = request_timeout
     settings.debug = settings.debug or debug
-    if settings.debug:
+    if settings.debug or verbose:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
         logger = logging.getLogger("asyncrun")
         logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
+        logger.setLevel(logging.DEBUG if settings.debug else logging.INFO)
 
 
 def settings_of(ctx: click.Context) -> Settings:
@@ -183,6 +228,26 @@ def client_of(ctx: click.Context, *, context: Path | None = None) -> Client:
     return settings.client
 
 
+def command_hint(project: str, *words: str) -> str:
+    """How to type a follow-up command for a run of ``project``."""
+    where = () if project == DEFAULT_PROJECT else ("-p", project)
+    return " ".join(("asyncrun", *where, *words))
+
+
+def interrupted_note(ctx: click.Context, runs: Sequence[Run], doing: str) -> NoReturn:
+    """Ctrl-C during a wait or a follow: say that the runs go on and how to stop them; 130."""
+    err = settings_of(ctx).consoles.err
+    if len(runs) == 1:
+        (run,) = runs
+        what = f"run {run.id} goes on; stop it with: {command_hint(run.project, 'stop', run.id)}"
+    else:
+        project = runs[0].project if runs else DEFAULT_PROJECT
+        ids = " ".join(run.id for run in runs) if len(runs) <= 3 else "ID..."
+        what = f"the {len(runs)} runs go on; stop them with: {command_hint(project, 'stop', ids)}"
+    err.print(("\n" if err.is_terminal else "") + f"stopped {doing}: {what}", soft_wrap=True)
+    ctx.exit(EXIT_INTERRUPTED)
+
+
 def interrupted(exc: BaseException) -> bool:
     """Whether ``exc`` was raised while a Ctrl-C (``KeyboardInterrupt``) was being handled.
 
@@ -209,6 +274,55 @@ def print_error(message: str, hint: str | None = None) -> None:
     console.print(line)
 
 
+_NO_ARGS_IS_HELP: type[click.UsageError] = getattr(
+    click.exceptions, "NoArgsIsHelpError", type("_Never", (click.UsageError,), {})
+)
+"""What click (8.2 on) raises for a group called with nothing: its help is the message."""
+
+_TOKEN_SOURCES = "--token TOKEN, or set ASYNCRUN_TOKEN_FILE (a file holding it) or ASYNCRUN_TOKEN"
+
+
+def _token_source(settings: Settings) -> str | None:
+    if settings.token:
+        return "--token"
+    if _config.token():
+        return "ASYNCRUN_TOKEN_FILE" if _config.token_file() else "ASYNCRUN_TOKEN"
+    return None
+
+
+def auth_advice(exc: AuthError, settings: Settings) -> tuple[str, str]:
+    """What a refused token means on the command line, and what to do: (message, hint)."""
+    where = settings.endpoint or "the server"
+    if isinstance(exc, Forbidden):
+        detail = exc.detail if isinstance(exc.detail, dict) else {}
+        project = detail.get("project", settings.project)
+        return exc.message, f"use a token for {project!r} that may do this: pass {_TOKEN_SOURCES}"
+    source = _token_source(settings)
+    make = "the server's admin makes one with `asyncrun server token create`"
+    if source is None:
+        return f"{where} needs a token: pass {_TOKEN_SOURCES}", make
+    return (
+        f"{where} refused the token from {source} (unknown, revoked or mistyped)",
+        f"check it, or get a new one: {make}",
+    )
+
+
+def duplicate_advice(exc: AlreadyExists) -> tuple[str, str]:
+    """The command line's words for a run id that is taken: (message, hint)."""
+    detail = exc.detail if isinstance(exc.detail, dict) else {}
+    run_id, project = detail.get("id"), detail.get("project")
+    what = (
+        f"run {run_id!r} already exists in project {project!r}"
+        if run_id and project
+        else exc.message.split(";")[0]
+    )
+    return (
+        what,
+        "choose another --id, or leave --id out for a new one; to change the stored run, "
+        "`asyncrun export ID`, edit the file, then `asyncrun apply -f FILE`",
+    )
+
+
 def main(args: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the ``asyncrun`` console script and of ``python -m asyncrun``.
 
@@ -219,9 +333,13 @@ def main(args: Sequence[str] | None = None) -> NoReturn:
     try:
         code = cli.main(
             args=list(args) if args is not None else None,
+            prog_name="asyncrun",
             standalone_mode=False,
             obj=settings,
         )
+    except _NO_ARGS_IS_HELP as exc:  # a bare group: its help, as click prints it
+        exc.show()
+        sys.exit(exc.exit_code)
     except click.UsageError as exc:
         hint = None
         if exc.ctx is not None:
@@ -231,8 +349,20 @@ def main(args: Sequence[str] | None = None) -> NoReturn:
     except click.Abort:  # Ctrl-C (click has already ended the line) or an aborted prompt
         sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
-        print_error(exc.format_message())
+        if settings.debug and isinstance(exc, CliError):
+            traceback.print_exc()
+        print_error(exc.format_message(), getattr(exc, "hint", None))
         sys.exit(exc.exit_code)
+    except AuthError as exc:
+        if settings.debug:
+            traceback.print_exc()
+        print_error(*auth_advice(exc, settings))
+        sys.exit(EXIT_FAILED)
+    except AlreadyExists as exc:
+        if settings.debug:
+            traceback.print_exc()
+        print_error(*duplicate_advice(exc))
+        sys.exit(EXIT_FAILED)
     except (AsyncRunError, OSError) as exc:
         if settings.debug:
             traceback.print_exc()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import secrets
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -160,6 +162,7 @@ def server(
             "server as root, or without --isolate-jobs (jobs then run as your user)"
         )
     uids = _uid_range(job_uids)
+    listener = _bind(host, port)  # before anything says "listening": a taken port fails here
     try:
         from ..server._serve import serve
     except ImportError:
@@ -214,7 +217,31 @@ def server(
         log_level=log_level,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
+        sockets=[listener],
     )
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port`` (uvicorn listens on it).
+
+    Raises:
+        click.ClickException: if the address cannot be had, saying why and what to do.
+    """
+    where = f"{_host_in_url(host)}:{port}"
+    # As uvicorn binds: IPv6 for an address with a colon, else IPv4 (localhost: 127.0.0.1).
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise click.ClickException(
+                f"cannot listen on {where}: the port is in use (another asyncrun server?); "
+                "stop what holds it or choose another --port"
+            ) from None
+        raise click.ClickException(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    return sock
 
 
 def _uid_range(text: str) -> tuple[int, int]:
@@ -265,14 +292,28 @@ _DB_OPTION = click.option(
     "--db",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="The server's SQLite database. Default: asyncrun.sqlite3 under ASYNCRUN_HOME.",
+    help="The server's SQLite database (as given to `asyncrun server --db`). Default: "
+    "asyncrun.sqlite3 under ASYNCRUN_HOME.",
 )
 
 
-def _store(db: Path | None) -> SQLiteStore:
+def _store(db: Path | None, *, create: bool = False) -> SQLiteStore:
+    """The server's database; a missing file is an error unless ``create``.
+
+    Raises:
+        click.ClickException: if the file does not exist and may not be created, naming
+            the path looked at.
+    """
     from ..server._store._sqlite import SQLiteStore
 
-    return SQLiteStore((db or _config.home() / _config.DB_FILENAME).resolve())
+    path = (db or _config.home() / _config.DB_FILENAME).resolve()
+    if not create and not path.exists():
+        given = f"--db {db}" if db is not None else "the default database (no --db)"
+        raise click.ClickException(
+            f"no database at {path} ({given}): give the server's database with --db "
+            "(relative paths start from the current folder), or start the server on it first"
+        )
+    return SQLiteStore(path)
 
 
 @server.group()
@@ -303,25 +344,39 @@ def token() -> None:
     help="; ".join(f"{role}: {what}" for role, what in ROLE_HELP.items()) + ".",
 )
 @click.option("--description", default=None, help="A note shown by `token list`.")
+@click.option(
+    "--create",
+    "create_db",
+    is_flag=True,
+    help="Make the database if it does not exist yet (before the server's first start).",
+)
 def token_create(
-    db: Path | None, projects: tuple[str, ...], role: str, description: str | None
+    db: Path | None,
+    projects: tuple[str, ...],
+    role: str,
+    description: str | None,
+    create_db: bool,
 ) -> None:
     """Create a token; it is printed once, alone on the last line of stdout.
 
-    Only its SHA-256 is stored: keep the printed token somewhere safe.
+    Only its SHA-256 is stored: keep the printed token somewhere safe, and give it to the
+    client side with --token, ASYNCRUN_TOKEN_FILE (a file holding it) or ASYNCRUN_TOKEN. A
+    --db that does not exist is an error (a typo must not start an empty database), unless
+    --create.
 
     \b
     Example:
-      asyncrun server token create --db runs.sqlite3 --project demo --role write
+      asyncrun server token create --db runs.sqlite3 --create --project demo --role run \\
+          | tail -1 > demo.token
+      ASYNCRUN_TOKEN_FILE=demo.token asyncrun --endpoint http://127.0.0.1:8765 -p demo ls
     """
     try:
         role, allowed = check_grant(role, list(projects))
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None
+    store = _store(db, create=create_db)
     token_id, token = make_token(secrets.token_bytes(40))
-    _store(db).add_token(
-        Grant(token_id, role, allowed), secret_hash(token), description=description
-    )
+    store.add_token(Grant(token_id, role, allowed), secret_hash(token), description=description)
     click.echo(f"token {token_id}: {role} on {', '.join(sorted(allowed))} (shown only once)")
     click.echo(token)
 
@@ -335,16 +390,22 @@ def token_list(db: Path | None) -> None:
     Example:
       asyncrun server token list --db runs.sqlite3
     """
-    for info in _store(db).tokens():
-        if info.run is None:  # a job's own token lives only as long as its run
-            created = datetime.fromtimestamp(info.created_us / 1e6, UTC).isoformat(
-                timespec="seconds"
-            )
-            projects = ",".join(sorted(info.grant.projects))
-            note = info.description or ""
-            if info.upgraded:
-                note = f"{note} (a write token from before the run role: given it)".strip()
-            click.echo(f"{info.grant.token_id}  {info.grant.role:5}  {projects}  {created}  {note}")
+    store = _store(db)
+    tokens = [info for info in store.tokens() if info.run is None]  # not the jobs' own
+    if not tokens:
+        click.echo(
+            f"no tokens in {store.path}; create one with `asyncrun server token create "
+            f"--db {store.path} --project NAME --role run`",
+            err=True,
+        )
+        return
+    for info in tokens:
+        created = datetime.fromtimestamp(info.created_us / 1e6, UTC).isoformat(timespec="seconds")
+        projects = ",".join(sorted(info.grant.projects))
+        note = info.description or ""
+        if info.upgraded:
+            note = f"{note} (a write token from before the run role: given it)".strip()
+        click.echo(f"{info.grant.token_id}  {info.grant.role:5}  {projects}  {created}  {note}")
 
 
 @token.command("revoke")

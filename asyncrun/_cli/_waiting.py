@@ -14,7 +14,7 @@ import concurrent.futures
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from rich.console import Console, Group, RenderableType
@@ -72,6 +72,18 @@ def fetch_runs(client: Client, project: str, ids: Sequence[str]) -> dict[str, Ru
     return found
 
 
+def _read_again(client: Client, runs: Sequence[Run]) -> list[Run]:
+    """The runs read again (those still there), one list request per project and 1,000."""
+    by_project: dict[str, list[str]] = {}
+    for run in runs:
+        by_project.setdefault(run.project, []).append(run.id)
+    return [
+        run
+        for project, ids in by_project.items()
+        for run in fetch_runs(client, project, ids).values()
+    ]
+
+
 def count_line(counts: Mapping[State, int]) -> Text:
     """``RUNNING 3  COMPLETED 45  ERROR 2``: the states that have runs, in lifecycle order."""
     line = Text()
@@ -93,9 +105,37 @@ def progress_view(counts: Mapping[State, int], total: int, elapsed: float) -> Re
         Text(f"waiting for {total} runs"),
         ProgressBar(total=max(total, 1), completed=finished, width=30),
         Text(f"{finished}/{total} finished"),
-        Text(f"{int(elapsed) // 60}:{int(elapsed) % 60:02d}", style="dim"),
+        Text(_clock(elapsed), style="dim"),
     )
     return Group(grid, count_line(counts))
+
+
+def _clock(elapsed: float) -> str:
+    return f"{int(elapsed) // 60}:{int(elapsed) % 60:02d}"
+
+
+def one_run_view(
+    run_id: str, state: State, message: str | None, elapsed: float, doing: str = "waiting for"
+) -> RenderableType:
+    """The live line of a wait for one run: ``⠋ waiting for run ID  RUNNING  message  0:42``."""
+    grid = Table.grid(padding=(0, 1))
+    line = Text(f"{doing} run {run_id}  ")
+    line.append_text(state_text(state))
+    if message and message.casefold() != state.casefold():
+        line.append(f"  {one_line(message)}", style="dim")
+    grid.add_row(Spinner("dots", style="cyan"), line, Text(_clock(elapsed), style="dim"))
+    return grid
+
+
+View = Callable[[Mapping[str, State], Mapping[str, str], float], RenderableType]
+"""A live display: from the states and messages of the runs, and the seconds waited."""
+
+
+def many_runs_view(
+    states: Mapping[str, State], messages: Mapping[str, str], elapsed: float
+) -> RenderableType:
+    """The live display of a wait for several runs (see :func:`progress_view`)."""
+    return progress_view(Counter(states.values()), len(states), elapsed)
 
 
 def summary_view(outcome: Outcome) -> RenderableType:
@@ -135,19 +175,19 @@ def _wait_one(run: Run, deadline: float | None) -> bool:
 
 def wait_many(
     client: Client,
-    project: str,
     runs: Mapping[str, Run],
     timeout: float | None,
     live_console: Console | None,
+    view: View = many_runs_view,
 ) -> Outcome:
     """Wait for every run of ``runs`` (read beforehand), until all are terminal or timeout.
 
     Args:
         client: The client the runs belong to.
-        project: Their project.
-        runs: The runs, by id.
+        runs: The runs, by the name the outcome gives them (their id, say).
         timeout: Seconds to wait at most, for all of them together.
         live_console: The console of the live display, or ``None`` for no display.
+        view: What the live display shows.
 
     Returns:
         The last state of each run, and which did not finish in time.
@@ -161,10 +201,15 @@ def wait_many(
     if not pending:
         return Outcome(states, messages, timed_out)
 
-    def note(run: Run) -> None:
-        states[run.id] = run.status.state
+    names = {(run.project, run.id): name for name, run in runs.items()}
+
+    def note_as(name: str, run: Run) -> None:
+        states[name] = run.status.state
         if run.status.message:
-            messages[run.id] = run.status.message
+            messages[name] = run.status.message
+
+    def note(run: Run) -> None:
+        note_as(names[run.project, run.id], run)
 
     pool = concurrent.futures.ThreadPoolExecutor(
         max_workers=min(len(pending), MAX_THREADS), thread_name_prefix="asyncrun-wait"
@@ -173,7 +218,7 @@ def wait_many(
     live = None
     if live_console is not None:
         live = Live(
-            progress_view(Counter(states.values()), len(states), 0.0),
+            view(states, messages, 0.0),
             console=live_console,
             transient=True,
             refresh_per_second=8,
@@ -200,14 +245,12 @@ def wait_many(
                     timed_out.append(run_id)
             if live is not None:
                 if time.monotonic() - last_refresh >= REFRESH_SECONDS:
-                    unfinished = [futures[f] for f in remaining]
+                    unfinished = [runs[futures[f]] for f in remaining]
                     with contextlib.suppress(AsyncRunError):  # for display only: the waits decide
-                        for run in fetch_runs(client, project, unfinished).values():
+                        for run in _read_again(client, unfinished):
                             note(run)
                     last_refresh = time.monotonic()
-                live.update(
-                    progress_view(Counter(states.values()), len(states), time.monotonic() - started)
-                )
+                live.update(view(states, messages, time.monotonic() - started))
         for future in remaining:
             if future.done() and future.result():
                 note(runs[futures[future]])

@@ -19,7 +19,7 @@ from .._core.logs import check_read
 from .._core.metrics import MetricType, Number, check_key, check_value, ops_of_log_metrics
 from .._core.polling import Backoff
 from .._core.records import LogLine, Run, check_names
-from .._core.summary import MAX_HISTORY_PAGE
+from .._core.summary import MAX_HISTORY_PAGE, metrics_loaded
 from ._record_view import RecordView
 from ._watch import mark_deleted
 
@@ -251,6 +251,9 @@ class AsyncRun(RecordView):
             check_names(self._record)
         except ValueError as exc:
             raise ValidationError(f"cannot export run {self.id!r}: {exc}") from None
+        status = self._record.status
+        if not metrics_loaded(status.metrics, status.metric_summary):
+            await self.refresh()  # from a listing: a file holds every value
         path = self._client.context / f"runs-{self.id}.yaml"
         await anyio.to_thread.run_sync(_write_atomically, path, _serde.to_yaml(self._record))
         return str(path)

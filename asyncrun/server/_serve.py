@@ -9,6 +9,7 @@ period bounds whatever else is still open.
 from __future__ import annotations
 
 import signal
+import socket
 from types import FrameType
 from typing import Final
 
@@ -42,6 +43,7 @@ def serve(
     log_level: str = "warning",
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
+    sockets: list[socket.socket] | None = None,
 ) -> None:
     """Serve ``service`` over HTTP until SIGINT or SIGTERM; open log follows end at once.
 
@@ -54,6 +56,7 @@ def serve(
         log_level: uvicorn's log level.
         ssl_certfile: A TLS certificate, to serve HTTPS.
         ssl_keyfile: Its private key.
+        sockets: Sockets already bound to ``host``:``port`` to listen on (closed at the end).
     """
     app = create_app(service, max_body_bytes=max_body_bytes, auth=auth)
     config = uvicorn.Config(
@@ -66,4 +69,8 @@ def serve(
         ssl_keyfile=ssl_keyfile,
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
-    _Server(config, service).run()
+    try:
+        _Server(config, service).run(sockets=sockets)
+    finally:
+        for sock in sockets or ():
+            sock.close()
