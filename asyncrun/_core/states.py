@@ -97,6 +97,7 @@ def forward_path(src: State, dst: State) -> list[State] | None:
     """
     if dst is src:
         return None
+    states: list[State]
     if dst is State.COMPLETED and src is not State.RUNNING:
         before = path_to(src, State.RUNNING)
         states = [*before, dst] if before[-1:] == [State.RUNNING] else [dst]

@@ -87,7 +87,8 @@ def get(db: sqlite3.Connection, project: str, type_: str, id_: str) -> Document 
 def _where(
     project: str, type_: str, kind: str | None, ref: str | None, name: str | None
 ) -> tuple[str, list[object]]:
-    clauses, args = ["project = ?", "type = ?"], [project, type_]
+    clauses: list[str] = ["project = ?", "type = ?"]
+    args: list[object] = [project, type_]
     for column, value in (("ref", ref), ("kind", kind), ("name", name)):
         if value is not None:
             clauses.append(f"{column} = ?")
