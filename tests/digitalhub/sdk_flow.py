@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import digitalhub as dh
 
@@ -37,7 +38,7 @@ def step(name: str) -> None:
     print(f"ok {name}", flush=True)
 
 
-def wait_state(run, states: set[str], timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+def wait_state(run: Any, states: set[str], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while run.status.state not in states:
         assert time.monotonic() < deadline, f"run stayed {run.status.state}, wanted {states}"
@@ -45,7 +46,7 @@ def wait_state(run, states: set[str], timeout: float = 60) -> None:  # type: ign
         run.refresh()
 
 
-def wait_output(run, text: str, count: int = 1, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+def wait_output(run: Any, text: str, count: int = 1, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
         logs = run.logs()
@@ -60,13 +61,15 @@ def main(mode: str) -> None:
     project = dh.get_or_create_project(PROJECT)
     assert project.name == PROJECT
     again = dh.get_or_create_project(PROJECT)
-    assert again.name == PROJECT and again.id == project.id
+    assert again.name == PROJECT
+    assert again.id == project.id
     step("get_or_create_project twice")
 
     function = project.new_function(
         name="train", kind="python", code=TRAIN, handler="train", python_version=PY
     )
-    assert function.kind == "python" and function.name == "train"
+    assert function.kind == "python"
+    assert function.name == "train"
     step("new_function")
 
     run = function.run(action="job", parameters={"lr": 0.1}, local_execution=local)
@@ -118,7 +121,8 @@ def main(mode: str) -> None:
     step("log_metrics (the specification's examples) and metrics")
 
     path = Path(run.export())
-    assert path.exists() and run.id in path.read_text()
+    assert path.exists()
+    assert run.id in path.read_text()
     step("export")
 
     run.metadata.description = "saved by the SDK"
