@@ -103,6 +103,8 @@ def _document() -> dict[str, Any]:
 SPEC = OpenAPI.from_dict(_document())
 TEMPLATES = [
     (method, template, re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", template) + "$"))
+    if not template.endswith("{name}")
+    else (method, template, re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", template[:-6]) + ".+$"))
     for method, template in sorted(IMPLEMENTED, key=lambda item: -len(item[1]))
 ]
 VALIDATED: set[tuple[str, str]] = set()
