@@ -1,4 +1,8 @@
-"""Development sessions: ``nox`` runs lint, typing, tests and docs; ``nox -s bench`` benchmarks."""
+"""Development sessions: ``nox`` runs lint, typing, tests and docs; ``nox -s bench`` benchmarks.
+
+``nox -s digitalhub`` runs the real DigitalHub SDK against ``asyncrun server`` (heavy: its own
+venv of about 800 MB; ``.ci/run`` runs it after the default sessions).
+"""
 
 from __future__ import annotations
 
@@ -91,3 +95,27 @@ def bench_peers(session: nox.Session) -> None:
     session.run(
         "python", "benchmarks/peers/run.py", "--asyncrun-python", str(python), *session.posargs
     )
+
+
+DIGITALHUB = ("digitalhub==0.15.11", "digitalhub-runtime-python==0.15.2")
+"""The DigitalHub SDK release the DHCore API was built against (docs/guides/digitalhub.md)."""
+
+
+@nox.session(python=PYTHON)
+def digitalhub(session: nox.Session) -> None:
+    """The DigitalHub SDK's own flow against a real ``asyncrun server``, in both modes.
+
+    Two environments, so neither side's dependencies can change the other's: this session's
+    venv holds the pinned SDK and runs tests/digitalhub/run_flows.py; asyncrun runs from a
+    plain venv nested in it (``asyncrun-venv``, ``pip install -e .[server]`` on every
+    invocation so it tracks the work tree). run_flows.py starts the server with a token and
+    runs tests/digitalhub/sdk_flow.py once per mode (server-executed, ``local_execution=True``).
+    """
+    session.install(*DIGITALHUB)
+    venv = Path(session.virtualenv.location) / "asyncrun-venv"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        session.run_install("python", "-m", "venv", str(venv))
+    session.run_install(str(python), "-m", "pip", "install", "-q", "-e", ".[server]", external=True)
+    flows = "tests/digitalhub/run_flows.py"
+    session.run("python", flows, "--asyncrun-python", str(python), *session.posargs)

@@ -51,7 +51,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 def create_token(db: Path, *projects: str, role: str = "run") -> str:
     """A new token of ``role`` on ``projects``, made by ``asyncrun server token create``."""
-    args = ["server", "token", "create", "--db", str(db), "--role", role]
+    args = ["server", "token", "create", "--db", str(db), "--create", "--role", role]
     for project in projects:
         args += ["--project", project]
     done = cli(*args)

@@ -86,3 +86,26 @@ def transition(status: Status, dst: State, now: datetime, message: str | None = 
         message=message,
         transitions=[Transition(dst, now, message), *status.transitions],
     )
+
+
+def forward_path(src: State, dst: State) -> list[State] | None:
+    """The states a run its client executes passes through from ``src`` to report ``dst``.
+
+    The happy path is filled in (``CREATED`` to ``COMPLETED`` records ``BUILT``, ``READY`` and
+    ``RUNNING`` on the way). ``None`` when ``dst`` is ``src``, behind it, or not reachable: a
+    late or repeated report never moves a run back.
+    """
+    if dst is src:
+        return None
+    states: list[State]
+    if dst is State.COMPLETED and src is not State.RUNNING:
+        before = path_to(src, State.RUNNING)
+        states = [*before, dst] if before[-1:] == [State.RUNNING] else [dst]
+    else:
+        states = path_to(src, dst)
+    current = src
+    for state in states:
+        if not can_transition(current, state):
+            return None
+        current = state
+    return states

@@ -44,6 +44,8 @@ def main() -> int:
     scratch = Path(sys.argv[1])
     job = json.loads((scratch / "job.json").read_text())
     sys.path.insert(0, ".")  # a handler in the working directory imports like a script's module
+    for folder in reversed(job.get("path", [])):
+        sys.path.insert(0, folder)  # modules the run carries (spec.modules) come first
     try:
         value = _call(job["handler"], job["parameters"])
         payload = json.dumps({"result": value})

@@ -44,6 +44,7 @@ from .._core.protocol import (
 )
 from .._core.query import HistoryQuery, ListQuery, WatchQuery
 from .._core.records import Run, check_name
+from ._dhcore import routes as dhcore_routes
 from ._openapi import openapi_document
 from ._service import RunService
 
@@ -452,6 +453,7 @@ def create_app(
         Route(f"{runs}/{{id}}/{{action}}", api.action, methods=["POST"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/healthz", api.health, methods=["GET"]),
+        *dhcore_routes(api),  # /api/v1/projects[/{name}] and /api/v1/-/{project}/...
     ]
     return Starlette(
         routes=routes,

@@ -15,14 +15,20 @@ import anyio
 import attrs
 
 from .. import _serde, kinds
-from .._core.errors import AsyncRunError, NotFound, ServerStopping, ValidationError
+from .._core.errors import (
+    AsyncRunError,
+    InvalidTransition,
+    NotFound,
+    ServerStopping,
+    ValidationError,
+)
 from .._core.launch import STATUS_KEY
 from .._core.logs import LogPage, tail_start
-from .._core.metrics import Batch
+from .._core.metrics import Batch, Mode, Op, Value, check_key, check_value
 from .._core.protocol import MAX_REVISION
 from .._core.query import Changes, ListQuery
 from .._core.records import LogLine, Run, State, Transition, did_you_mean
-from .._core.states import TERMINAL, check_action, path_to, transition
+from .._core.states import TERMINAL, check_action, forward_path, path_to, transition
 from .._core.summary import MAX_INLINE_VALUES, inline_count, metrics_loaded, summarize
 from ._executor import LocalExecutor
 from ._store._metrics import BatchResult
@@ -59,6 +65,10 @@ class Page:
 
     runs: list[Run]
     next_cursor: str | None
+
+
+class _Unchanged(Exception):
+    """Raised inside a store change to write nothing."""
 
 
 def _validate_spec(kind_name: str, spec: dict[str, Any]) -> None:
@@ -395,6 +405,34 @@ class RunService:
                 if isinstance(result, Run):
                     results[i] = next(changed)
 
+    async def advance(self, project: str, id: str, state: State, message: str | None = None) -> Run:
+        """Record the state a run its client executes has reached (never a step back).
+
+        For runs the server does not execute (a client that runs the code itself reports
+        its progress): the run moves forward to ``state`` along the happy path; a report that
+        is late, repeated or not reachable from the current state changes nothing.
+
+        Raises:
+            NotFound: if there is no such run.
+            InvalidTransition: if the server executes this run (its state is the server's).
+        """
+        if self.store.latest_execution(project, id) is not None:
+            raise InvalidTransition(
+                f"run {id!r} is executed by this server: only the server changes its state",
+                detail={"project": project, "id": id},
+            )
+
+        def change(run: Run) -> Run:
+            states = forward_path(run.status.state, state)
+            if states is None:
+                raise _Unchanged
+            return self._move(run, *states, message=message)
+
+        try:
+            return self.store.modify(project, id, change)
+        except _Unchanged:
+            return await self.get(project, id)
+
     async def reap_lost(self) -> None:
         """Make sure an agent serves unfinished executions.
 
@@ -431,6 +469,34 @@ class RunService:
             SequenceGap: if an earlier batch of the same writer is missing.
         """
         return self.store.apply_metric_batch(project, id, batch.writer, batch.seq, batch.ops)
+
+    async def put_metric(self, project: str, id: str, key: str, value: object) -> None:
+        """Make one metric key hold exactly ``value`` (a number, or a list of numbers).
+
+        The effect of a ``SET`` operation (see :mod:`asyncrun._core.metrics`) for clients that
+        send a key's whole value; when the key's list is a prefix of the new list, only the
+        new values are written. Like every metric write, it leaves the revision alone.
+
+        Raises:
+            ValidationError: if the key or the value is not a metric's.
+            NotFound: if there is no such run.
+        """
+        try:
+            check_key(key)
+            checked: Value = check_value(key, value)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(str(exc), detail={"field": "value"}) from None
+        run = await self.get(project, id)
+        op = Op(key, Mode.SET, checked)
+        summary = run.status.metric_summary.get(key)
+        if isinstance(checked, list) and summary is not None and not summary.single:
+            count = summary.count
+            if 0 < count <= len(checked):
+                held = self.store.metric_history(project, id, key, 0, count)
+                prefix = checked[:count]
+                if held == prefix and list(map(type, held)) == list(map(type, prefix)):
+                    op = Op(key, Mode.APPEND, checked[count:])
+        self.store.apply_metric_ops(project, id, [op])
 
     # -- watch and logs -------------------------------------------------------------------
 

@@ -29,7 +29,8 @@ from ..._core.metrics import Mode, Op
 from ..._core.query import Changes, Cursor, ListQuery, to_microseconds
 from ..._core.records import LogLine, Run, State
 from .._procs import private_dir, private_file
-from . import _feed, _metrics, _tokens
+from . import _documents, _feed, _metrics, _tokens
+from ._documents import Document
 from ._metrics import BatchResult
 
 Step = str | Callable[[sqlite3.Connection], None]
@@ -109,6 +110,7 @@ MIGRATIONS: Final[Sequence[Sequence[Step]]] = (
             ON run_labels (project, label, created_us DESC, id DESC)""",
     ),
     _feed.MIGRATION,
+    _documents.MIGRATION,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -355,6 +357,25 @@ class SQLiteStore:
             if exists is None:
                 raise _not_found(project, id)
             return _metrics.apply_batch(db, project, id, writer, seq, ops)
+
+    def apply_metric_ops(self, project: str, id: str, ops: list[Op]) -> list[str]:
+        """Apply metric operations atomically, as they come (no writer, no sequence).
+
+        For operations whose repetition changes nothing (a ``SET`` of a key's whole value).
+
+        Returns:
+            The keys of the operations that were ignored.
+
+        Raises:
+            NotFound: if there is no such run.
+        """
+        with self._write() as db:
+            exists = db.execute(
+                "SELECT 1 FROM runs WHERE project = ? AND id = ?", (project, id)
+            ).fetchone()
+            if exists is None:
+                raise _not_found(project, id)
+            return _metrics.apply_ops(db, project, id, ops)
 
     def _update(self, db: sqlite3.Connection, run: Run, expected_revision: int) -> bool:
         cursor = db.execute(
@@ -705,6 +726,33 @@ class SQLiteStore:
         finally:
             cursor.close()
         return [LogLine(no, stream, _from_us(time_us), text) for no, stream, time_us, text in rows]
+
+    # -- documents (see _documents.py) --------------------------------------------------
+
+    def insert_document(self, doc: Document) -> bool:
+        """Store a new document; ``False`` (nothing written) if its id is taken."""
+        with self._write() as db:
+            return _documents.insert(db, doc)
+
+    def document(self, project: str, type_: str, id: str) -> Document | None:
+        """One document, or ``None``."""
+        return _documents.get(self._db, project, type_, id)
+
+    def documents(
+        self,
+        project: str,
+        type_: str,
+        *,
+        kind: str | None = None,
+        ref: str | None = None,
+        name: str | None = None,
+        offset: int = 0,
+        limit: int = 25,
+    ) -> tuple[list[Document], int]:
+        """One page of a project's documents of a type matching the filters, and their count."""
+        return _documents.search(
+            self._db, project, type_, kind=kind, ref=ref, name=name, offset=offset, limit=limit
+        )
 
     # -- tokens (see _tokens.py) ----------------------------------------------------------
 
