@@ -8,6 +8,7 @@ from ._app import cli, main
 from ._inspect import export_command, get_command, logs_command, ls_command, metrics_command
 from ._runs import apply_command, resume_command, run_command, stop_command, wait_command
 from ._server import server
+from ._ui import ui_command
 
 server.short_help = "Serve the HTTP API; manage its access tokens."
 
@@ -23,6 +24,7 @@ for _command in (
     apply_command,
     metrics_command,
     server,
+    ui_command,
 ):
     cli.add_command(_command)
 
