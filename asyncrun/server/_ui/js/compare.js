@@ -4,7 +4,10 @@ import { useCallback, useEffect, useState } from 'preact/hooks';
 import { getRunsById } from './api.js';
 import { MetricChart } from './charts.js';
 import { KeyPicker } from './run.js';
-import { StateBadge, errorText, formatNumber, href, html, useWatch } from './util.js';
+import {
+  StateBadge, TERMINAL, errorText, formatNumber, href, html, useSummaryRefresh, useWatch,
+  withSummary,
+} from './util.js';
 
 const SHOWN_KEYS = 4;
 
@@ -30,6 +33,10 @@ export function ComparePage({ project, ids }) {
     setRuns((old) => old && old.map((run) => fresh.get(run.id) || run));
   }, []);
   useWatch(project, runs ? runs.map((r) => r.id) : [], onChanges);
+  const active = !!runs && runs.some((run) => !TERMINAL.has(run.status.state));
+  useSummaryRefresh(project, runs ? runs.map((r) => r.id) : [], active, (summaries) => {
+    setRuns((old) => old && old.map((run) => withSummary(run, summaries.get(run.id))));
+  });
 
   if (error) return html`<main><p class="error" role="alert">${error}</p></main>`;
   if (!runs) return html`<main><p class="dim">Loading…</p></main>`;

@@ -84,7 +84,7 @@ function ProjectPicker({ identity, project }) {
       go(e.currentTarget.querySelector('input').value.trim());
     }}>
       <input id="project" aria-label="Project" list="recent-projects" placeholder="project"
-        value=${project || ''} key=${project} />
+        defaultValue=${project || ''} key=${project} />
       <datalist id="recent-projects">
         ${choices.map((name) => html`<option value=${name} />`)}
       </datalist>

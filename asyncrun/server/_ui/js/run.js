@@ -6,7 +6,7 @@ import { Figures, MetricChart } from './charts.js';
 import { LogView } from './logs.js';
 import {
   STOPPABLE, StateBadge, TERMINAL, durationOf, errorText, formatDuration, formatNumber,
-  formatTime, href, html, may, transitionsOf, useTick, useWatch,
+  formatTime, href, html, may, transitionsOf, useSummaryRefresh, useTick, useWatch, withSummary,
 } from './util.js';
 
 const SHOWN_KEYS = 6; // charts drawn at first; the others one click away
@@ -140,6 +140,11 @@ export function RunPage({ identity, project, id }) {
   }, [id]);
   const live = useWatch(project, run ? [id] : [], onChanges, { timeout: 20 });
   const now = useTick(run && !TERMINAL.has(run.status.state));
+  const logging = !!run && run.status.state !== 'DELETED' &&
+    !(TERMINAL.has(run.status.state) && Date.now() - Date.parse(run.metadata.updated) > 60000);
+  useSummaryRefresh(project, [id], logging, (summaries) => {
+    setRun((old) => old && withSummary(old, summaries.get(id)));
+  });
 
   if (error) return html`<main class="run"><p class="error" role="alert">${error}</p></main>`;
   if (!run) return html`<main class="run"><p class="dim">Loading…</p></main>`;

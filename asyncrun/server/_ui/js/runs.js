@@ -58,22 +58,22 @@ function Filters({ project, filters, limit }) {
         ${STATES.map((state) => html`
           <label class="check">
             <input type="checkbox" name="state" value=${state}
-              checked=${filters.state.includes(state)} />${state}
+              defaultChecked=${filters.state.includes(state)} />${state}
           </label>`)}
       </fieldset>
       <label>Label <input name="label" placeholder="a,b (all of)"
-        value=${filters.label.join(',')} /></label>
-      <label>Kind <input name="kind" placeholder="python+job" value=${filters.kind} /></label>
-      <label>Name <input name="name" value=${filters.name} /></label>
+        defaultValue=${filters.label.join(',')} /></label>
+      <label>Kind <input name="kind" placeholder="python+job" defaultValue=${filters.kind} /></label>
+      <label>Name <input name="name" defaultValue=${filters.name} /></label>
       <label>Created after
         <input name="created_after" type="datetime-local"
-          value=${isoToLocal(filters.created_after)} /></label>
+          defaultValue=${isoToLocal(filters.created_after)} /></label>
       <label>before
         <input name="created_before" type="datetime-local"
-          value=${isoToLocal(filters.created_before)} /></label>
+          defaultValue=${isoToLocal(filters.created_before)} /></label>
       <label>Rows
-        <select name="limit" value=${String(limit)}>
-          ${PAGE_SIZES.map((n) => html`<option value=${n}>${n}</option>`)}
+        <select name="limit">
+          ${PAGE_SIZES.map((n) => html`<option value=${n} selected=${n === limit}>${n}</option>`)}
         </select></label>
       <button type="submit">Apply</button>
       <a class="button-like" href=${href(['p', project])}>Clear</a>
@@ -120,6 +120,7 @@ export function RunsPage({ project, params }) {
     const stop = new AbortController();
     listRuns(project, filters, { limit, cursor, signal: stop.signal }).then(
       (answer) => {
+        if (stop.signal.aborted) return;
         setError('');
         setPage({ ...answer, loading: false });
         if (pages.length === 1) firstId.current = answer.items[0]?.id ?? null;

@@ -3,7 +3,7 @@
 import { h } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import htm from 'htm';
-import { ApiError, sleep, watchRuns } from './api.js';
+import { ApiError, getRunsById, sleep, watchRuns } from './api.js';
 
 /** Templates: htm over Preact. Values are text, never markup: a record cannot inject HTML. */
 export const html = htm.bind(h);
@@ -155,4 +155,38 @@ export function useTick(active, ms = 1000) {
     return () => clearInterval(timer);
   }, [active, ms]);
   return now;
+}
+
+/**
+ * Metric writes do not wake the watch (they leave a run's change sequence alone), so while
+ * runs may still log metrics their summaries are read again every few seconds: one small list
+ * request (summaries, no values) while the tab is visible. Calls onSummaries(Map id -> summary).
+ */
+export function useSummaryRefresh(project, ids, active, onSummaries, ms = 3000) {
+  const callback = useRef(onSummaries);
+  callback.current = onSummaries;
+  const key = ids.join(',');
+  useEffect(() => {
+    if (!active || !ids.length) return undefined;
+    const stop = new AbortController();
+    const timer = setInterval(async () => {
+      if (document.hidden) return;
+      try {
+        const runs = await getRunsById(project, ids, stop.signal);
+        callback.current(new Map(runs.map((run) => [run.id, run.status.metric_summary || {}])));
+      } catch {
+        /* the next tick tries again */
+      }
+    }, ms);
+    return () => {
+      clearInterval(timer);
+      stop.abort();
+    };
+  }, [project, key, active, ms]);
+}
+
+/** `run` with the metric summary `summary` (when there is one). */
+export function withSummary(run, summary) {
+  if (!summary || JSON.stringify(summary) === JSON.stringify(run.status.metric_summary)) return run;
+  return { ...run, status: { ...run.status, metric_summary: summary } };
 }
