@@ -178,7 +178,7 @@ def ui(session: nox.Session) -> None:
             "the dashboard's tests need Chromium: apt-get install -y chromium "
             "(or set ASYNCRUN_CHROMIUM to a Chromium binary)"
         )
-    session.install("-e", ".[test]", "playwright>=1.45")
+    session.install("-e", ".[test]", "playwright>=1.45,<2")
     session.run(
         "python", "-m", "pytest", "tests/ui", *session.posargs, env={"ASYNCRUN_CHROMIUM": chromium}
     )

@@ -110,6 +110,7 @@ function Metrics({ run }) {
   return html`
     <section class="metrics">
       <h3>Metrics</h3>
+      ${!Object.keys(summaries).length && html`<p class="dim">No metrics yet.</p>`}
       <${Figures} summaries=${summaries} />
       <${KeyPicker} keys=${keys} shown=${visible} onChange=${setShown} />
       <div class="charts">
@@ -117,7 +118,8 @@ function Metrics({ run }) {
           <${MetricChart} key=${key} project=${run.project} metric=${key}
             runs=${[{ id: run.id, label: run.name || run.id, count: summaries[key].count }]} />`)}
       </div>
-      <details><summary>Summaries</summary><${SummaryTable} summaries=${summaries} /></details>
+      ${Object.keys(summaries).length > 0 && html`
+        <details><summary>Summaries</summary><${SummaryTable} summaries=${summaries} /></details>`}
     </section>`;
 }
 
@@ -153,7 +155,7 @@ export function RunPage({ identity, project, id }) {
       <div class="run-head">
         <a href=${href(['p', project])}>← runs</a>
         <h2 id="run-title">${run.name || run.id}</h2>
-        ${run.name && html`<span class="dim">${run.id}</span>`}
+        ${run.name && run.name !== run.id && html`<span class="dim">${run.id}</span>`}
         <span id="run-state"><${StateBadge} state=${run.status.state} /></span>
         <span class="dim">${formatDuration(durationOf(run, now))}</span>
         <span class=${live ? 'live on' : 'live'}>${live ? 'live' : 'connecting…'}</span>

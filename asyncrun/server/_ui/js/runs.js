@@ -91,7 +91,7 @@ function Row({ project, run, now, selected, onSelect }) {
       <td class="col-kind">${run.kind}</td>
       <td class="col-name">
         <a href=${href(['p', project, 'r', run.id])}>${run.name || run.id}</a>
-        ${run.name && html`<span class="dim"> ${run.id}</span>`}
+        ${run.name && run.name !== run.id && html`<span class="dim"> ${run.id}</span>`}
       </td>
       <td class="col-labels">${labels.map((l) => html`<span class="label">${l}</span>`)}</td>
       <td class="col-created">${formatTime(run.metadata.created)}</td>
