@@ -2,10 +2,18 @@
 
 ``nox -s digitalhub`` runs the real DigitalHub SDK against ``asyncrun server`` (heavy: its own
 venv of about 800 MB; ``.ci/run`` runs it after the default sessions).
+``nox -s ui`` runs the dashboard's tests in a real browser; ``nox -s vendor_ui`` refreshes the
+dashboard's front-end packages from the npm registry.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
 from pathlib import Path
 
 import nox
@@ -119,3 +127,84 @@ def digitalhub(session: nox.Session) -> None:
     session.run_install(str(python), "-m", "pip", "install", "-q", "-e", ".[server]", external=True)
     flows = "tests/digitalhub/run_flows.py"
     session.run("python", flows, "--asyncrun-python", str(python), *session.posargs)
+
+
+UI_DIR = Path("asyncrun/server/_ui")
+UI_VENDOR: dict[str, tuple[str, str, dict[str, str]]] = {
+    # npm package: (version, the registry's integrity of its tarball, {file in it: vendored as})
+    "preact": (
+        "10.29.8",
+        "sha512-ej2aVZ+vZ8WO7tvlQWRM9N63A0KzF9q4mWJfDUHgYaIofWY9hu74QdnQrjoPMmZi2/nZ5gN0bJCQF49xQqx09Q==",
+        {
+            "dist/preact.module.js": "preact.module.js",
+            "hooks/dist/hooks.module.js": "hooks.module.js",
+        },
+    ),
+    "htm": (
+        "3.1.1",
+        "sha512-983Vyg8NwUE7JkZ6NmOqpCZ+sh1bKv2iYTlUkzlWmA5JD2acKoxd4KVxbMmxX/85mtfdnDmTFoNKcg5DGAvxNQ==",
+        {"dist/htm.module.js": "htm.module.js"},
+    ),
+    "uplot": (
+        "1.6.32",
+        "sha512-KIMVnG68zvu5XXUbC4LQEPnhwOxBuLyW1AHtpm6IKTXImkbLgkMy+jabjLgSLMasNuGGzQm/ep3tOkyTxpiQIw==",
+        {"dist/uPlot.esm.js": "uPlot.esm.js", "dist/uPlot.min.css": "uPlot.min.css"},
+    ),
+}
+
+
+@nox.session(python=False)
+def vendor_ui(session: nox.Session) -> None:
+    """Vendor the dashboard's front-end packages into asyncrun/server/_ui/vendor/ (then commit).
+
+    Each package comes from the npm registry with `npm pack` (only npm is needed: nothing is
+    built or installed), is checked against the integrity pinned in UI_VENDOR, and only its
+    built files and its licence are copied. To upgrade one, change its version, run this
+    session once to learn the new integrity, pin it, and run it again.
+    """
+    if shutil.which("npm") is None:
+        session.error("vendor_ui needs npm (apt-get install -y npm)")
+    vendor = UI_DIR / "vendor"
+    shutil.rmtree(vendor, ignore_errors=True)
+    lines = ["# Vendored by `nox -s vendor_ui` from the npm registry; do not edit.", ""]
+    for name, (version, integrity, files) in UI_VENDOR.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            session.run(
+                "npm", "pack", f"{name}@{version}", "--pack-destination", tmp, "--silent",
+                external=True, silent=True,
+            )  # fmt: skip
+            (tarball,) = Path(tmp).glob("*.tgz")
+            digest = hashlib.sha512(tarball.read_bytes()).digest()
+            got = "sha512-" + base64.b64encode(digest).decode()
+            if got != integrity:
+                session.error(f"{name}@{version}: integrity {got} is not the pinned {integrity}")
+            target = vendor / name
+            target.mkdir(parents=True)
+            with tarfile.open(tarball) as archive:
+                for source, dest in {**files, "LICENSE": "LICENSE"}.items():
+                    member = archive.extractfile(f"package/{source}")
+                    if member is None:
+                        session.error(f"{name}@{version} has no file {source}")
+                    (target / dest).write_bytes(member.read())
+        lines.append(f"{name} {version} {integrity}: {', '.join(files.values())}, LICENSE")
+    (vendor / "VERSIONS.txt").write_text("\n".join(lines) + "\n")
+    session.log(f"vendored {', '.join(UI_VENDOR)} into {vendor}")
+
+
+@nox.session(python=PYTHON)
+def ui(session: nox.Session) -> None:
+    """The dashboard's tests (tests/ui): Playwright driving Debian's Chromium, no download.
+
+    Needs Chromium installed (`apt-get install -y chromium`), or its path in ASYNCRUN_CHROMIUM.
+    Screenshots land in tests/ui/screenshots/ (ignored by git).
+    """
+    chromium = os.environ.get("ASYNCRUN_CHROMIUM") or shutil.which("chromium")
+    if not chromium:
+        session.error(
+            "the dashboard's tests need Chromium: apt-get install -y chromium "
+            "(or set ASYNCRUN_CHROMIUM to a Chromium binary)"
+        )
+    session.install("-e", ".[test]", "playwright>=1.45,<2")
+    session.run(
+        "python", "-m", "pytest", "tests/ui", *session.posargs, env={"ASYNCRUN_CHROMIUM": chromium}
+    )

@@ -409,7 +409,9 @@ def test_oversized_update_is_413_and_changes_nothing(
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("GET", "/"),
+        ("GET", "/nope"),
+        ("GET", "/ui/nope.js"),
+        ("GET", "/ui/"),
         ("GET", "/api/v1/nope"),
         ("GET", "/api/v2/projects/p/runs"),
         # /api/v1/projects/{name} is DHCore's (test_dhcore_bad_input.py); deeper paths are not.
@@ -434,6 +436,8 @@ def test_unknown_route_is_404(http: httpx.Client, method: str, path: str) -> Non
         ("PATCH", "/api/v1/projects/{p}/runs/r1"),
         ("POST", "/openapi.json"),
         ("DELETE", "/healthz"),
+        ("POST", "/"),
+        ("PUT", "/ui/app.css"),
     ],
 )
 def test_wrong_method_is_405(
@@ -732,6 +736,8 @@ def app_routes(tmp_path: Path) -> Iterator[list[tuple[str, str]]]:
             assert isinstance(route, Route), route
             if _dhcore_path(route.path):
                 continue  # DHCore's API: DHCore's own document describes it (test_dhcore_api.py)
+            if route.path == "/" or route.path.startswith("/ui/"):
+                continue  # the dashboard's page and files, not the API
             # Starlette adds HEAD to every GET route on its own; it is not part of the API.
             pairs += [(route.path, m.lower()) for m in sorted(route.methods or ()) if m != "HEAD"]
         yield pairs

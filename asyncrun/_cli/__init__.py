@@ -24,6 +24,7 @@ from ._runs import (
     wait_command,
 )
 from ._server import server
+from ._ui import ui_command
 
 server.short_help = "Serve the HTTP API; manage its access tokens."
 
@@ -43,6 +44,7 @@ for _command in (
     projects_command,
     server,
     completion_command,
+    ui_command,
 ):
     cli.add_command(_command)
 

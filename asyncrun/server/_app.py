@@ -21,7 +21,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import _serde
-from .._core.auth import READ, RUN, WRITE, Grant, authorize, matches, token_id_of
+from .._core.auth import ALL_PROJECTS, READ, RUN, WRITE, Grant, authorize, matches, token_id_of
 from .._core.errors import (
     AsyncRunError,
     AuthError,
@@ -44,6 +44,7 @@ from .._core.protocol import (
 )
 from .._core.query import HistoryQuery, ListQuery, WatchQuery
 from .._core.records import Run, check_name
+from ._dashboard import Dashboard
 from ._dhcore import routes as dhcore_routes
 from ._openapi import openapi_document
 from ._service import RunService
@@ -361,6 +362,17 @@ class Api:
             end = {"end": True, "error": _error_body(exc)}
         yield _serde.dumps(end) + b"\n"
 
+    async def whoami(self, request: Request) -> Response:
+        # What the presented token may do, so that a client (the dashboard) shows only that.
+        if not self.auth:
+            return _json({"role": RUN, "projects": [ALL_PROJECTS], "token_id": None})
+        grant = self._grant(request)
+        if grant is None:
+            raise AuthError("the token is not valid here (unknown, revoked or mistyped)")
+        return _json(
+            {"role": grant.role, "projects": sorted(grant.projects), "token_id": grant.token_id}
+        )
+
     async def openapi(self, request: Request) -> Response:
         return _json(openapi_document())
 
@@ -454,6 +466,8 @@ def create_app(
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/healthz", api.health, methods=["GET"]),
         *dhcore_routes(api),  # /api/v1/projects[/{name}] and /api/v1/-/{project}/...
+        Route(f"{API_PREFIX}/whoami", api.whoami, methods=["GET"]),
+        *Dashboard().routes(),  # the web dashboard: GET / and its files under /ui/
     ]
     return Starlette(
         routes=routes,

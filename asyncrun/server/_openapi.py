@@ -54,6 +54,18 @@ def _errors(*codes: int, write: bool = False) -> dict[str, Any]:
 
 
 _SCHEMAS: dict[str, Any] = {
+    "Identity": {
+        "type": "object",
+        "required": ["role", "projects", "token_id"],
+        "properties": {
+            "role": {"enum": ["read", "write", "run"]},
+            "projects": {"type": "array", "items": {"type": "string"}},
+            "token_id": {
+                "type": ["string", "null"],
+                "description": "The token's public id; null on a server without tokens",
+            },
+        },
+    },
     "Error": {
         "type": "object",
         "required": ["code", "message", "detail"],
@@ -596,6 +608,17 @@ def openapi_document() -> dict[str, Any]:
                         _param("action", "path", {"enum": ["run", "stop", "resume"]}, "Action"),
                     ],
                     "responses": {"200": run_ok, **_errors(404, 409, 422, write=True)},
+                }
+            },
+            f"{API_PREFIX}/whoami": {
+                "get": {
+                    "operationId": "whoami",
+                    "summary": "What the presented token may do: its role and projects ('*': "
+                    "all); without --no-auth, 401 for no or a wrong token",
+                    "responses": {
+                        "200": _json_body(_ref("Identity"), "The token's role and projects"),
+                        **_errors(),
+                    },
                 }
             },
             "/healthz": {
