@@ -18,6 +18,7 @@ from pathlib import Path
 
 import _report
 import bench_crud
+import bench_feed
 import bench_growth
 import bench_history
 import bench_metrics
@@ -31,6 +32,7 @@ MODULES = {
     "runs": bench_runs,
     "history": bench_history,
     "growth": bench_growth,
+    "feed": bench_feed,
 }
 
 
