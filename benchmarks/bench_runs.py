@@ -52,11 +52,13 @@ from _harness import REPEATS, free_port, measure, trivial_server, wait_healthy
 
 import asyncrun
 from asyncrun import _serde
+from asyncrun.client._create import MAX_IN_FLIGHT
 from asyncrun.client._transports._http import HTTPTransport
 
 HERE = Path(__file__).parent
 SPEC = {"command": ["true"]}
 IN_FLIGHT = 50
+CREATE_IN_FLIGHT = MAX_IN_FLIGHT  # create requests a client keeps on the wire per project
 T = TypeVar("T")
 U = TypeVar("U")
 
@@ -199,11 +201,13 @@ def many_runs(server: Server, n: int) -> dict[str, float]:
         transport = HTTPTransport(server.url, transport=counted)
         async with asyncrun.AsyncClient(server.url, transport=transport) as client:
             project = f"b3n{n}t{time.monotonic_ns()}"
+            sent_at_start = counted.count
             start = time.perf_counter()
             runs = await pool(
                 range(n), IN_FLIGHT, lambda _: client.new_run(project, "command+job", spec=SPEC)
             )
             created = time.perf_counter()
+            create_requests = counted.count - sent_at_start
             await pool(runs, IN_FLIGHT, lambda run: run.run())
             started = time.perf_counter()
             log_at = server.log.stat().st_size
@@ -223,6 +227,7 @@ def many_runs(server: Server, n: int) -> dict[str, float]:
         wait_s = waited - started
         return {
             "create_per_s": n / (created - start),
+            "create_requests": create_requests,
             "start_per_s": n / (started - created),
             "wait_s": wait_s,
             "wall_ms": (waited - start) * 1000,
@@ -255,6 +260,27 @@ def trivial_posts(url: str, n: int, in_flight: int) -> float:
     return anyio.run(main)
 
 
+def trivial_batched_posts(url: str, n: int, per_request: int, in_flight: int) -> float:
+    """The same ``n`` run bodies sent ``per_request`` to a POST, as ``runs:batchCreate`` does."""
+
+    async def main() -> float:
+        async with asyncrun.AsyncClient(url) as client:
+            record = _serde.to_dict(client.build_run("bench", "command+job", spec=SPEC).record)
+        headers = {"Content-Type": "application/json"}
+        sizes = [min(per_request, n - at) for at in range(0, n, per_request)]
+        bodies = {size: orjson.dumps({"runs": [record] * size}) for size in set(sizes)}
+        async with httpx.AsyncClient(base_url=url) as http:
+            start = time.perf_counter()
+            await pool(
+                sizes,
+                in_flight,
+                lambda size: http.post("/echo", content=bodies[size], headers=headers),
+            )
+            return n / (time.perf_counter() - start)
+
+    return anyio.run(main)
+
+
 def b3(scale: float) -> list[dict[str, Any]]:
     small = max(10, int(1_000 * scale))
     big = max(20, int(10_000 * scale))
@@ -266,8 +292,16 @@ def b3(scale: float) -> list[dict[str, Any]]:
         for _ in range(repeats):
             for n in (small, big):
                 figures[n].append(many_runs(server, n))
+    # The runs per create request the client sent (it coalesces concurrent creates into
+    # runs:batchCreate, with at most MAX_IN_FLIGHT requests on the wire per project).
+    per_request = max(
+        1, round(big / statistics.median(one["create_requests"] for one in figures[big]))
+    )
     with trivial_server() as floor_url:
         floor = measure(lambda: trivial_posts(floor_url, big, IN_FLIGHT))
+        batched_floor = measure(
+            lambda: trivial_batched_posts(floor_url, big, per_request, CREATE_IN_FLIGHT)
+        )
 
     def of(n: int, key: str) -> dict[str, Any]:
         return replay([one[key] for one in figures[n]])
@@ -279,9 +313,21 @@ def b3(scale: float) -> list[dict[str, Any]]:
             "runs/s",
             of(big, "create_per_s"),
             floor,
-            f"httpx POST of the same body to a trivial Starlette app, {IN_FLIGHT} in flight",
+            f"one run per POST: httpx POST of the same body to a trivial Starlette app, "
+            f"{IN_FLIGHT} in flight (not a floor: creates are batched)",
             ">= 2,000 runs/s",
+            id="b3_create",
             detail=detail,
+        ),
+        result(
+            f"B3 create {big:,} runs, HTTP, {IN_FLIGHT} in flight, against batched POSTs ({note})",
+            "runs/s",
+            of(big, "create_per_s"),
+            batched_floor,
+            f"the same run bodies, {per_request:,} per POST as the client sent them, "
+            f"{CREATE_IN_FLIGHT} in flight, to a trivial Starlette app",
+            "",
+            id="b3_create_batched_floor",
         ),
         result(
             f"B3 requests while waiting for {big:,} runs ({note})",
@@ -290,6 +336,7 @@ def b3(scale: float) -> list[dict[str, Any]]:
             of(small, "wait_requests"),
             f"the same for {small:,} runs (access log); ratio 1 = independent of N",
             "wait requests independent of N",
+            id="b3_wait_requests",
         ),
         result(
             f"B3 requests per second of waiting, {big:,} runs ({note})",
@@ -298,6 +345,7 @@ def b3(scale: float) -> list[dict[str, Any]]:
             of(small, "wait_requests_per_s"),
             f"the same for {small:,} runs; ratio 1 = rate independent of N",
             "",
+            id="b3_wait_requests_per_s",
         ),
         result(
             f"B3 wall time, create+start+wait {big:,} runs ({note})",
@@ -306,6 +354,7 @@ def b3(scale: float) -> list[dict[str, Any]]:
             of(small, "wall_ms"),
             f"the same for {small:,} runs (ratio {big // small} = linear)",
             "",
+            id="b3_wall",
         ),
     ]
 
@@ -411,6 +460,7 @@ def b4(scale: float) -> list[dict[str, Any]]:
                     floor_p50,
                     floor_name,
                     "p50 <= 20 ms (20,000 us)" if backend == "HTTP" else "",
+                    id=f"b4_p50_{backend.lower()}",
                 ),
                 result(
                     f"B4 wake-up latency p99, {backend}, {reps} waits",
@@ -419,6 +469,7 @@ def b4(scale: float) -> list[dict[str, Any]]:
                     replay(floor_p99s),
                     floor_name,
                     "p99 <= 100 ms (100,000 us)" if backend == "HTTP" else "",
+                    id=f"b4_p99_{backend.lower()}",
                 ),
             ]
     return results
@@ -518,6 +569,7 @@ def b5(scale: float) -> list[dict[str, Any]]:
                 of("pipe", "lines_per_s"),
                 pipe,
                 ">= 200,000 lines/s" if http else "",
+                id=f"b5_rate_{backend.lower()}",
                 detail=detail,
             ),
             result(
@@ -527,6 +579,7 @@ def b5(scale: float) -> list[dict[str, Any]]:
                 of("pipe", "p50_us"),
                 pipe,
                 "p50 <= 50 ms (50,000 us)" if http else "",
+                id=f"b5_p50_{backend.lower()}",
             ),
             result(
                 f"B5 paced write->delivery latency p50, {backend}, {paced:,} lines at {PACE:,}/s",
@@ -535,6 +588,7 @@ def b5(scale: float) -> list[dict[str, Any]]:
                 of("pipe paced", "p50_us"),
                 f"{pipe}, same pace",
                 "p50 <= 50 ms (50,000 us)" if http else "",
+                id=f"b5_paced_p50_{backend.lower()}",
             ),
         ]
     return results
@@ -803,6 +857,7 @@ def b7(scale: float) -> list[dict[str, Any]]:
             replay([one[1] for one in figures]),
             floor_name,
             "<= 2 KB",
+            id="b7_built",
         ),
         result(
             f"B7 memory per AsyncRun held, COMPLETED, read back ({k:,} runs)",
@@ -811,6 +866,7 @@ def b7(scale: float) -> list[dict[str, Any]]:
             replay([one[3] for one in figures]),
             floor_name,
             "<= 2 KB",
+            id="b7_completed",
         ),
     ]
 
