@@ -167,7 +167,8 @@ def run(scale: float) -> list[dict[str, Any]]:
         },
         {
             "id": "b2_packed_floor",
-            "workload": f"{workload}, against packed chunks",
+            "workload": f"B2 against packed chunks: metrics persisted end to end, HTTP, SQLite "
+            f"({values:,} values)",
             "unit": "values/s",
             "ours": ours,
             "floor": floor_chunks,

@@ -320,7 +320,7 @@ def b3(scale: float) -> list[dict[str, Any]]:
             detail=detail,
         ),
         result(
-            f"B3 create {big:,} runs, HTTP, {IN_FLIGHT} in flight, against batched POSTs ({note})",
+            f"B3 against batched POSTs: create {big:,} runs, HTTP, {IN_FLIGHT} in flight ({note})",
             "runs/s",
             of(big, "create_per_s"),
             batched_floor,
@@ -732,13 +732,13 @@ def b6_repetition(home: str, n: int, c_binary: Path | None) -> dict[str, float]:
 
 def b6(scale: float) -> list[dict[str, Any]]:
     n = max(200, int(20_000 * scale))
-    runs: dict[str, list[dict[str, float]]] = {"": [], ", threads on one CPU": []}
+    runs: dict[str, list[dict[str, float]]] = {"B6 ": [], "B6 threads on one CPU, ": []}
     with tempfile.TemporaryDirectory() as home:
         c_binary = build_c_pingpong(home)
         for _ in range(REPEATS):
-            runs[""].append(b6_repetition(home, n, c_binary))
+            runs["B6 "].append(b6_repetition(home, n, c_binary))
             with one_cpu():
-                runs[", threads on one CPU"].append(b6_repetition(home, n, c_binary))
+                runs["B6 threads on one CPU, "].append(b6_repetition(home, n, c_binary))
     python = "Python Future ping-pong between two threads (SimpleQueue + Future.set_result)"
     results = []
     for where, figures in runs.items():
@@ -746,10 +746,10 @@ def b6(scale: float) -> list[dict[str, Any]]:
         def of(key: str, figures: list[dict[str, float]] = figures) -> dict[str, Any]:
             return replay([one[key] for one in figures])
 
-        tag = "_one_cpu" if where else ""
+        tag = "_one_cpu" if "one CPU" in where else ""
         results += [
             result(
-                f"B6 sync facade overhead{where}, get_run, embedded ({n:,} calls)",
+                f"{where}sync facade overhead, get_run, embedded ({n:,} calls)",
                 "us/call",
                 of("overhead_us"),
                 of("python_us"),
@@ -759,7 +759,7 @@ def b6(scale: float) -> list[dict[str, Any]]:
                 detail={key: [one[key] for one in figures] for key in figures[0]},
             ),
             result(
-                f"B6 facade round trip alone (Hop.call of a coroutine doing nothing){where}",
+                f"{where}facade round trip alone (Hop.call of a coroutine doing nothing)",
                 "us/call",
                 of("hop_us"),
                 of("python_us"),
@@ -768,7 +768,7 @@ def b6(scale: float) -> list[dict[str, Any]]:
                 id=f"b6_hop{tag}",
             ),
             result(
-                f"B6 asyncio.run_coroutine_threadsafe of a coroutine doing nothing{where}",
+                f"{where}asyncio.run_coroutine_threadsafe of a coroutine doing nothing",
                 "us/call",
                 of("rcts_us"),
                 of("python_us"),
@@ -780,7 +780,7 @@ def b6(scale: float) -> list[dict[str, Any]]:
         if "c_us" in figures[0]:
             results.append(
                 result(
-                    f"B6 Python Future ping-pong (the Python floor){where}",
+                    f"{where}Python Future ping-pong (the Python floor)",
                     "us/call",
                     of("python_us"),
                     of("c_us"),
