@@ -343,6 +343,17 @@ def peers_table(peers: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _derived(peers: dict[str, Any]) -> str:
+    """Ratios run.py derives within the invocation (MLflow against itself), one line each."""
+    lines = [
+        f"{d['what']}: {fmt(d['median'])}x ({fmt(d['min'])}-{fmt(d['max'])}x over the "
+        "repetitions).\n\n"
+        for d in peers.get("derived", {}).values()
+        if "what" in d
+    ]
+    return "".join(lines)
+
+
 def _servers(peers: dict[str, Any]) -> str:
     s = peers.get("servers")
     if not s:
@@ -429,7 +440,7 @@ def _peers_section(peers: dict[str, Any] | None) -> str:
         f"{_repetitions(meta['repeats'])} with min-max, both sides measured in this one invocation "
         f"({meta['wall_s'] / 60:.1f} minutes). Raw numbers: `benchmarks/results/peers.json`."
         "\n\n"
-        f"{peers_table(peers)}\n\n{_servers(peers)}{PEERS_NOTES}\n"
+        f"{peers_table(peers)}\n\n{_derived(peers)}{_servers(peers)}{PEERS_NOTES}\n"
     )
 
 
