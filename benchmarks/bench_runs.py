@@ -14,7 +14,10 @@
   writes as fast as it can (so the latency includes any backlog), and again at a pace every
   stage can follow (the latency of the path itself).
 - B6 the sync facade's cost per call: ``Client.get_run`` minus ``AsyncClient.get_run`` on the
-  embedded backend, vs ``BlockingPortal.call`` of a coroutine that does nothing.
+  embedded backend, vs the Python floor of a call into another thread (a ``Future`` ping-pong
+  between two threads), next to the C floor (a pthread condition-variable ping-pong), asyncio's
+  ``run_coroutine_threadsafe`` and the facade's bare round trip; as the scheduler places the
+  threads, and on one CPU.
 - B7 bytes held per ``AsyncRun`` (tracemalloc over a list of K runs: built, and COMPLETED as read
   back from the backend) vs the same record as compact JSON: the information it carries, in
   its most compact common form.
@@ -26,6 +29,8 @@ import asyncio
 import contextlib
 import gc
 import os
+import queue
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,6 +39,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,15 +49,16 @@ import httpx
 import orjson
 import psutil
 from _harness import REPEATS, free_port, measure, trivial_server, wait_healthy
-from anyio.from_thread import start_blocking_portal
 
 import asyncrun
 from asyncrun import _serde
+from asyncrun.client._create import MAX_IN_FLIGHT
 from asyncrun.client._transports._http import HTTPTransport
 
 HERE = Path(__file__).parent
 SPEC = {"command": ["true"]}
 IN_FLIGHT = 50
+CREATE_IN_FLIGHT = MAX_IN_FLIGHT  # create requests a client keeps on the wire per project
 T = TypeVar("T")
 U = TypeVar("U")
 
@@ -194,11 +201,13 @@ def many_runs(server: Server, n: int) -> dict[str, float]:
         transport = HTTPTransport(server.url, transport=counted)
         async with asyncrun.AsyncClient(server.url, transport=transport) as client:
             project = f"b3n{n}t{time.monotonic_ns()}"
+            sent_at_start = counted.count
             start = time.perf_counter()
             runs = await pool(
                 range(n), IN_FLIGHT, lambda _: client.new_run(project, "command+job", spec=SPEC)
             )
             created = time.perf_counter()
+            create_requests = counted.count - sent_at_start
             await pool(runs, IN_FLIGHT, lambda run: run.run())
             started = time.perf_counter()
             log_at = server.log.stat().st_size
@@ -218,6 +227,7 @@ def many_runs(server: Server, n: int) -> dict[str, float]:
         wait_s = waited - started
         return {
             "create_per_s": n / (created - start),
+            "create_requests": create_requests,
             "start_per_s": n / (started - created),
             "wait_s": wait_s,
             "wall_ms": (waited - start) * 1000,
@@ -250,6 +260,27 @@ def trivial_posts(url: str, n: int, in_flight: int) -> float:
     return anyio.run(main)
 
 
+def trivial_batched_posts(url: str, n: int, per_request: int, in_flight: int) -> float:
+    """The same ``n`` run bodies sent ``per_request`` to a POST, as ``runs:batchCreate`` does."""
+
+    async def main() -> float:
+        async with asyncrun.AsyncClient(url) as client:
+            record = _serde.to_dict(client.build_run("bench", "command+job", spec=SPEC).record)
+        headers = {"Content-Type": "application/json"}
+        sizes = [min(per_request, n - at) for at in range(0, n, per_request)]
+        bodies = {size: orjson.dumps({"runs": [record] * size}) for size in set(sizes)}
+        async with httpx.AsyncClient(base_url=url) as http:
+            start = time.perf_counter()
+            await pool(
+                sizes,
+                in_flight,
+                lambda size: http.post("/echo", content=bodies[size], headers=headers),
+            )
+            return n / (time.perf_counter() - start)
+
+    return anyio.run(main)
+
+
 def b3(scale: float) -> list[dict[str, Any]]:
     small = max(10, int(1_000 * scale))
     big = max(20, int(10_000 * scale))
@@ -261,8 +292,16 @@ def b3(scale: float) -> list[dict[str, Any]]:
         for _ in range(repeats):
             for n in (small, big):
                 figures[n].append(many_runs(server, n))
+    # The runs per create request the client sent (it coalesces concurrent creates into
+    # runs:batchCreate, with at most MAX_IN_FLIGHT requests on the wire per project).
+    per_request = max(
+        1, round(big / statistics.median(one["create_requests"] for one in figures[big]))
+    )
     with trivial_server() as floor_url:
         floor = measure(lambda: trivial_posts(floor_url, big, IN_FLIGHT))
+        batched_floor = measure(
+            lambda: trivial_batched_posts(floor_url, big, per_request, CREATE_IN_FLIGHT)
+        )
 
     def of(n: int, key: str) -> dict[str, Any]:
         return replay([one[key] for one in figures[n]])
@@ -274,9 +313,21 @@ def b3(scale: float) -> list[dict[str, Any]]:
             "runs/s",
             of(big, "create_per_s"),
             floor,
-            f"httpx POST of the same body to a trivial Starlette app, {IN_FLIGHT} in flight",
+            f"one run per POST: httpx POST of the same body to a trivial Starlette app, "
+            f"{IN_FLIGHT} in flight (not a floor: creates are batched)",
             ">= 2,000 runs/s",
+            id="b3_create",
             detail=detail,
+        ),
+        result(
+            f"B3 against batched POSTs: create {big:,} runs, HTTP, {IN_FLIGHT} in flight ({note})",
+            "runs/s",
+            of(big, "create_per_s"),
+            batched_floor,
+            f"the same run bodies, {per_request:,} per POST as the client sent them, "
+            f"{CREATE_IN_FLIGHT} in flight, to a trivial Starlette app",
+            "",
+            id="b3_create_batched_floor",
         ),
         result(
             f"B3 requests while waiting for {big:,} runs ({note})",
@@ -285,6 +336,7 @@ def b3(scale: float) -> list[dict[str, Any]]:
             of(small, "wait_requests"),
             f"the same for {small:,} runs (access log); ratio 1 = independent of N",
             "wait requests independent of N",
+            id="b3_wait_requests",
         ),
         result(
             f"B3 requests per second of waiting, {big:,} runs ({note})",
@@ -293,6 +345,7 @@ def b3(scale: float) -> list[dict[str, Any]]:
             of(small, "wait_requests_per_s"),
             f"the same for {small:,} runs; ratio 1 = rate independent of N",
             "",
+            id="b3_wait_requests_per_s",
         ),
         result(
             f"B3 wall time, create+start+wait {big:,} runs ({note})",
@@ -301,6 +354,7 @@ def b3(scale: float) -> list[dict[str, Any]]:
             of(small, "wall_ms"),
             f"the same for {small:,} runs (ratio {big // small} = linear)",
             "",
+            id="b3_wall",
         ),
     ]
 
@@ -406,6 +460,7 @@ def b4(scale: float) -> list[dict[str, Any]]:
                     floor_p50,
                     floor_name,
                     "p50 <= 20 ms (20,000 us)" if backend == "HTTP" else "",
+                    id=f"b4_p50_{backend.lower()}",
                 ),
                 result(
                     f"B4 wake-up latency p99, {backend}, {reps} waits",
@@ -414,6 +469,7 @@ def b4(scale: float) -> list[dict[str, Any]]:
                     replay(floor_p99s),
                     floor_name,
                     "p99 <= 100 ms (100,000 us)" if backend == "HTTP" else "",
+                    id=f"b4_p99_{backend.lower()}",
                 ),
             ]
     return results
@@ -513,6 +569,7 @@ def b5(scale: float) -> list[dict[str, Any]]:
                 of("pipe", "lines_per_s"),
                 pipe,
                 ">= 200,000 lines/s" if http else "",
+                id=f"b5_rate_{backend.lower()}",
                 detail=detail,
             ),
             result(
@@ -522,6 +579,7 @@ def b5(scale: float) -> list[dict[str, Any]]:
                 of("pipe", "p50_us"),
                 pipe,
                 "p50 <= 50 ms (50,000 us)" if http else "",
+                id=f"b5_p50_{backend.lower()}",
             ),
             result(
                 f"B5 paced write->delivery latency p50, {backend}, {paced:,} lines at {PACE:,}/s",
@@ -530,55 +588,71 @@ def b5(scale: float) -> list[dict[str, Any]]:
                 of("pipe paced", "p50_us"),
                 f"{pipe}, same pace",
                 "p50 <= 50 ms (50,000 us)" if http else "",
+                id=f"b5_paced_p50_{backend.lower()}",
             ),
         ]
     return results
 
 
 # -- B6 sync facade overhead ----------------------------------------------------------------
+#
+# Every figure below is one call from this thread into another thread and back, measured in
+# the same repetition as the others, one after the other, REPEATS times. Two floors:
+# - the Python one: a ``concurrent.futures.Future`` handed to a thread blocked on a
+#   ``queue.SimpleQueue``, which completes it; the least a call into another Python thread
+#   that waits for its answer costs (two wake-ups, each followed by a GIL hand-off);
+# - the C one: two threads passing a turn through a pthread mutex and condition variable (no
+#   interpreter at all), built with the system's C compiler when there is one.
+# And two figures that are not floors, to place the facade between them:
+# ``asyncio.run_coroutine_threadsafe`` of a coroutine doing nothing (asyncio's own thread-safe
+# call, the floor this benchmark used to name), and the facade's ``Hop.call`` of a coroutine
+# doing nothing (the facade's round trip alone, without the work of a real call).
+# Each is measured twice: as the scheduler places the threads, and with the process's threads
+# confined to one CPU (wake-ups across CPUs cost more on this VM, and where the scheduler puts
+# two threads changes from one measurement to the next; on one CPU the ratios are steadier).
 
 
-def async_get_us(home: str, n: int) -> float:
-    async def main() -> float:
-        async with asyncrun.AsyncClient(home=home) as client:
-            run = await client.new_run("b6", "command+job", spec=SPEC)
-            get_run, project, id_ = client.get_run, run.project, run.id
-            start = time.perf_counter()
-            for _ in range(n):
-                await get_run(project, id_)
-            return (time.perf_counter() - start) / n * 1e6
+def python_pingpong_us(n: int) -> float:
+    """The Python floor: a Future handed to another thread, which completes it; n round trips."""
+    requests: queue.SimpleQueue[Future[None] | None] = queue.SimpleQueue()
 
-    return anyio.run(main)
+    def answer() -> None:
+        while (future := requests.get()) is not None:
+            future.set_result(None)
 
-
-def sync_get_us(home: str, n: int) -> float:
-    with asyncrun.Client(home=home) as client:
-        run = client.new_run("b6", "command+job", spec=SPEC)
-        get_run, project, id_ = client.get_run, run.project, run.id
+    thread = threading.Thread(target=answer)
+    thread.start()
+    try:
         start = time.perf_counter()
         for _ in range(n):
-            get_run(project, id_)
+            future: Future[None] = Future()
+            requests.put(future)
+            future.result()
         return (time.perf_counter() - start) / n * 1e6
+    finally:
+        requests.put(None)
+        thread.join()
 
 
-def portal_call_us(n: int) -> float:
-    async def nothing() -> None:
-        pass
+def build_c_pingpong(directory: str) -> Path | None:
+    """Compile ``_pingpong.c``; ``None`` when this machine has no C compiler."""
+    compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if compiler is None:
+        return None
+    binary = Path(directory) / "pingpong"
+    argv = [compiler, "-O2", "-pthread", "-o", str(binary), str(HERE / "_pingpong.c")]
+    done = subprocess.run(argv, capture_output=True, check=False)
+    return binary if done.returncode == 0 else None
 
-    with start_blocking_portal("asyncio") as portal:
-        call = portal.call
-        start = time.perf_counter()
-        for _ in range(n):
-            call(nothing)
-        return (time.perf_counter() - start) / n * 1e6
+
+def c_pingpong_us(binary: Path, n: int) -> float:
+    """The C floor: two pthreads passing a turn through a mutex and condition variable."""
+    done = subprocess.run([str(binary), str(n)], capture_output=True, text=True, check=True)
+    return float(done.stdout)
 
 
-def one_hop_us(n: int) -> float:
-    """A single hop: ``asyncio.run_coroutine_threadsafe`` of a coroutine that does nothing.
-
-    ``BlockingPortal.call`` makes two round trips (the task is spawned, then awaited); this is
-    the least any thread-to-loop call costs on this machine.
-    """
+def run_coroutine_threadsafe_us(n: int) -> float:
+    """``asyncio.run_coroutine_threadsafe`` of a coroutine that does nothing, from this thread."""
 
     async def nothing() -> None:
         pass
@@ -597,32 +671,125 @@ def one_hop_us(n: int) -> float:
         loop.close()
 
 
+def facade_us(home: str, n: int) -> dict[str, float]:
+    """``get_run`` on both facades, and the sync facade's bare round trip (``Hop.call``)."""
+
+    async def nothing() -> None:
+        pass
+
+    async def main() -> float:
+        async with asyncrun.AsyncClient(home=home) as client:
+            run = await client.new_run("b6", "command+job", spec=SPEC)
+            get_run, project, id_ = client.get_run, run.project, run.id
+            start = time.perf_counter()
+            for _ in range(n):
+                await get_run(project, id_)
+            return (time.perf_counter() - start) / n * 1e6
+
+    async_us = anyio.run(main)
+    with asyncrun.Client(home=home) as client:
+        run = client.new_run("b6", "command+job", spec=SPEC)
+        get_run, project, id_ = client.get_run, run.project, run.id
+        start = time.perf_counter()
+        for _ in range(n):
+            get_run(project, id_)
+        sync_us = (time.perf_counter() - start) / n * 1e6
+        call = client._hop.call  # the facade's round trip, without the work of a real call
+        start = time.perf_counter()
+        for _ in range(n):
+            call(nothing)
+        hop_us = (time.perf_counter() - start) / n * 1e6
+    return {
+        "async_us": async_us,
+        "sync_us": sync_us,
+        "overhead_us": sync_us - async_us,
+        "hop_us": hop_us,
+    }
+
+
+@contextlib.contextmanager
+def one_cpu() -> Iterator[int | None]:
+    """Confine this thread, and the threads and processes it starts, to one CPU (Linux)."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield None
+        return
+    before = os.sched_getaffinity(0)
+    cpu = max(before)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield cpu
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def b6_repetition(home: str, n: int, c_binary: Path | None) -> dict[str, float]:
+    figures = {"python_us": python_pingpong_us(n)}
+    if c_binary is not None:
+        figures["c_us"] = c_pingpong_us(c_binary, n)
+    figures["rcts_us"] = run_coroutine_threadsafe_us(n)
+    return figures | facade_us(home, n)
+
+
 def b6(scale: float) -> list[dict[str, Any]]:
     n = max(200, int(20_000 * scale))
-    absolute: dict[str, list[float]] = {"sync_us": [], "async_us": []}
-
-    def overhead(home: str) -> float:
-        async_us = async_get_us(home, n)
-        sync_us = sync_get_us(home, n)
-        absolute["async_us"].append(async_us)
-        absolute["sync_us"].append(sync_us)
-        return sync_us - async_us
-
+    runs: dict[str, list[dict[str, float]]] = {"B6 ": [], "B6 threads on one CPU, ": []}
     with tempfile.TemporaryDirectory() as home:
-        ours = measure(lambda: overhead(home))
-    floor = measure(lambda: one_hop_us(n))
-    absolute["portal_call_us"] = [portal_call_us(n) for _ in range(REPEATS)]
-    return [
-        result(
-            f"B6 sync facade overhead, get_run, embedded ({n:,} calls)",
-            "us/call",
-            ours,
-            floor,
-            "one thread-to-loop round trip: run_coroutine_threadsafe of a coroutine doing nothing",
-            "<= 30 us",
-            detail=absolute,
-        )
-    ]
+        c_binary = build_c_pingpong(home)
+        for _ in range(REPEATS):
+            runs["B6 "].append(b6_repetition(home, n, c_binary))
+            with one_cpu():
+                runs["B6 threads on one CPU, "].append(b6_repetition(home, n, c_binary))
+    python = "Python Future ping-pong between two threads (SimpleQueue + Future.set_result)"
+    results = []
+    for where, figures in runs.items():
+
+        def of(key: str, figures: list[dict[str, float]] = figures) -> dict[str, Any]:
+            return replay([one[key] for one in figures])
+
+        tag = "_one_cpu" if "one CPU" in where else ""
+        results += [
+            result(
+                f"{where}sync facade overhead, get_run, embedded ({n:,} calls)",
+                "us/call",
+                of("overhead_us"),
+                of("python_us"),
+                python,
+                "<= 30 us; <= 2x the Python ping-pong",
+                id=f"b6_overhead{tag}",
+                detail={key: [one[key] for one in figures] for key in figures[0]},
+            ),
+            result(
+                f"{where}facade round trip alone (Hop.call of a coroutine doing nothing)",
+                "us/call",
+                of("hop_us"),
+                of("python_us"),
+                python,
+                "",
+                id=f"b6_hop{tag}",
+            ),
+            result(
+                f"{where}asyncio.run_coroutine_threadsafe of a coroutine doing nothing",
+                "us/call",
+                of("rcts_us"),
+                of("python_us"),
+                python,
+                "",
+                id=f"b6_rcts{tag}",
+            ),
+        ]
+        if "c_us" in figures[0]:
+            results.append(
+                result(
+                    f"{where}Python Future ping-pong (the Python floor)",
+                    "us/call",
+                    of("python_us"),
+                    of("c_us"),
+                    "C ping-pong: two pthreads, one mutex and condition variable",
+                    "",
+                    id=f"b6_python_floor{tag}",
+                )
+            )
+    return results
 
 
 # -- B7 memory per run ----------------------------------------------------------------------
@@ -690,6 +857,7 @@ def b7(scale: float) -> list[dict[str, Any]]:
             replay([one[1] for one in figures]),
             floor_name,
             "<= 2 KB",
+            id="b7_built",
         ),
         result(
             f"B7 memory per AsyncRun held, COMPLETED, read back ({k:,} runs)",
@@ -698,6 +866,7 @@ def b7(scale: float) -> list[dict[str, Any]]:
             replay([one[3] for one in figures]),
             floor_name,
             "<= 2 KB",
+            id="b7_completed",
         ),
     ]
 

@@ -59,6 +59,7 @@ def main() -> None:
         "repeats": REPEATS,
         "modules": [name for name in MODULES if not args.only or name in args.only],
         "command": "nox -s bench",
+        "tree": _report.tree(),
     }
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "latest.json").write_text(

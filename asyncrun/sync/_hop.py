@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextvars
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import Future
+from concurrent.futures import CancelledError
 from contextlib import asynccontextmanager, suppress
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import sniffio
@@ -19,16 +20,42 @@ CANCEL_WAIT = 5.0
 """Seconds a Ctrl-C waits for the cancelled call to end in the loop before re-raising."""
 
 
+class _Call(Generic[T]):
+    """One call: what to run, its outcome, and the lock its caller blocks on until it ends.
+
+    The lock is acquired when the call is made and released once, in the loop, when the call
+    has ended: a C lock is the cheapest thing a thread can block on and another wake it from
+    (a ``concurrent.futures.Future`` waits on a ``threading.Condition``, written in Python, and
+    a ``threading.Event`` for the end of a cancelled call was a second one).
+    """
+
+    __slots__ = (
+        "args", "cancel", "ended", "error", "finished", "fn", "interrupted", "started", "value"
+    )  # fmt: skip
+
+    def __init__(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.value: T  # set only on success
+        self.error: BaseException | None = None
+        self.started = False  # the task has begun (in the loop)
+        self.finished = False  # the outcome is set and ``ended`` released (in the loop)
+        self.interrupted = False  # Ctrl-C in the caller (set in the caller's thread)
+        self.cancel: Callable[[], object] | None = None  # cancels the running task (in the loop)
+        self.ended = _thread.allocate_lock()
+        self.ended.acquire()
+
+
 class Hop:
     """Runs coroutine functions in an event loop from other threads, one round trip per call.
 
     ``BlockingPortal.start_task_soon`` blocks on a first round trip to the loop thread to spawn
     the task, then waits for its result: two thread wake-ups per call. Here the calling thread
     only enqueues a callback with the loop's own non-blocking, thread-safe primitive
-    (``loop.call_soon_threadsafe`` on asyncio, ``TrioToken.run_sync_soon`` on Trio); in the
-    loop, the callback starts the task in the loop's native task group (``asyncio.TaskGroup``,
-    a Trio nursery: an anyio task group costs 10-15 us more per task), and the task completes
-    the ``concurrent.futures.Future`` the caller waits on. The task body is backend-neutral
+    (``loop.call_soon_threadsafe`` on asyncio, ``TrioToken.run_sync_soon`` on Trio) and blocks
+    on a lock; in the loop, the callback starts the task in the loop's native task group
+    (``asyncio.TaskGroup``, a Trio nursery: an anyio task group costs 10-15 us more per task),
+    and the task releases the lock when the call has ended. The task body is backend-neutral
     anyio code, like everything it calls.
 
     The portal still owns the loop thread: :meth:`serve` runs inside it, in a portal task.
@@ -36,7 +63,8 @@ class Hop:
 
     def __init__(self) -> None:
         self._soon: Callable[..., object] = self._not_serving
-        self._spawn: Callable[..., object] = self._not_serving
+        self._spawn: Callable[[_Call[Any]], object] = self._not_serving
+        self._cancelled: type[BaseException] = asyncio.CancelledError
         self._thread: int | None = None
 
     @staticmethod
@@ -50,6 +78,7 @@ class Hop:
         On exit it waits for the calls still running, as a portal does.
         """
         self._thread = threading.get_ident()
+        self._cancelled = anyio.get_cancelled_exc_class()
         # A call arriving once the body has ended is refused (it may no longer be spawned
         # into a group that is winding down) rather than left without an answer.
         if sniffio.current_async_library() == "trio":
@@ -57,7 +86,7 @@ class Hop:
 
             self._soon = trio.lowlevel.current_trio_token().run_sync_soon
             async with trio.open_nursery() as nursery:
-                self._spawn = lambda *call: nursery.start_soon(self._run, *call)
+                self._spawn = lambda call: nursery.start_soon(self._run_in_scope, call)
                 try:
                     yield
                 finally:
@@ -70,7 +99,13 @@ class Hop:
                 context=contextvars.copy_context(),
             )
             async with asyncio.TaskGroup() as group:
-                self._spawn = lambda *call: group.create_task(self._run(*call))
+
+                def spawn(call: _Call[Any]) -> None:
+                    # An asyncio task is cancelled natively (anyio code handles that): no
+                    # cancel scope to enter and leave on every call.
+                    call.cancel = group.create_task(self._run(call)).cancel
+
+                self._spawn = spawn
                 try:
                     yield
                 finally:
@@ -79,74 +114,76 @@ class Hop:
     def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run ``fn(*args)`` in the loop and block for its result; its exception propagates.
 
-        Ctrl-C while blocked cancels the task in the loop, then re-raises.
+        Ctrl-C while blocked cancels the task in the loop, waits (up to ``CANCEL_WAIT``) for it
+        to end, then re-raises.
 
         Raises:
             RuntimeError: if called from the loop's own thread (it would wait on itself), or
                 once the loop has stopped.
+            concurrent.futures.CancelledError: if the loop cancelled the call (shutting down).
         """
         if threading.get_ident() == self._thread:
             raise RuntimeError("This method cannot be called from the event loop thread")
-        future: Future[T] = Future()
-        ended = threading.Event()
+        call: _Call[T] = _Call(fn, args)
         try:
-            self._soon(self._start, future, fn, args, ended)
-            return future.result()
+            self._soon(self._start, call)
+            call.ended.acquire()
         except KeyboardInterrupt:
-            future.cancel()  # the task's done-callback cancels it in the loop
-            # Let the cancellation finish before the caller goes on: cleanup right after
-            # (closing the generator this call was driving) must not find it still running.
-            ended.wait(CANCEL_WAIT)
+            call.interrupted = True
+            if not call.finished:
+                with suppress(RuntimeError):  # the loop has ended: nothing left to cancel
+                    self._soon(self._interrupt, call)
+                # Let the cancellation finish before the caller goes on: cleanup right after
+                # (closing the generator this call was driving) must not find it still running.
+                call.ended.acquire(timeout=CANCEL_WAIT)
             raise
+        if call.error is not None:
+            error, call.error = call.error, None  # no reference cycle through the traceback
+            raise error
+        return call.value
 
-    def _start(
-        self,
-        future: Future[T],
-        fn: Callable[..., Awaitable[T]],
-        args: Any,
-        ended: threading.Event,
-    ) -> None:
-        # In the loop thread. A call refused here must still complete its future, or its
-        # caller would block for ever.
+    def _start(self, call: _Call[Any]) -> None:
+        # In the loop thread. A call refused here must still end, or its caller would block for
+        # ever.
         try:
-            self._spawn(future, fn, args, ended)
+            self._spawn(call)
         except BaseException as exc:
-            ended.set()
-            if future.set_running_or_notify_cancel():
-                future.set_exception(exc)
+            call.error = exc
+            self._end(call)
 
-    async def _run(
-        self,
-        future: Future[T],
-        fn: Callable[..., Awaitable[T]],
-        args: Any,
-        ended: threading.Event,
-    ) -> None:
-        try:
-            await self._body(future, fn, args)
-        finally:
-            ended.set()
+    @staticmethod
+    def _end(call: _Call[Any]) -> None:
+        # In the loop thread: the only place that releases the caller, once.
+        if not call.finished:
+            call.finished = True
+            call.ended.release()
 
-    async def _body(self, future: Future[T], fn: Callable[..., Awaitable[T]], args: Any) -> None:
-        if future.cancelled():
-            return  # Ctrl-C came before the task started: do not start the work at all
+    def _interrupt(self, call: _Call[Any]) -> None:
+        # In the loop thread, after Ctrl-C in the caller's.
+        if call.finished:
+            return
+        if call.started and call.cancel is not None:
+            call.cancel()  # the task ends by itself, then releases the caller
+        else:
+            self._end(call)  # not begun: the task will see ``interrupted`` and do nothing
+
+    async def _run_in_scope(self, call: _Call[Any]) -> None:
+        # Trio: a nursery does not hand back its tasks, so a cancel scope is the handle.
         with anyio.CancelScope() as scope:
-            future.add_done_callback(partial(self._cancel, scope))
-            try:
-                value = await fn(*args)
-            except anyio.get_cancelled_exc_class():
-                future.cancel()  # Ctrl-C in the caller, or the portal shutting down
-                raise
-            except BaseException as exc:
-                # Every exception goes to the caller: raising it here would tear down the group.
-                if future.set_running_or_notify_cancel():
-                    future.set_exception(exc)
-            else:
-                if future.set_running_or_notify_cancel():
-                    future.set_result(value)
+            call.cancel = scope.cancel
+            await self._run(call)
 
-    def _cancel(self, scope: anyio.CancelScope, future: Future[Any]) -> None:
-        # A done-callback: runs in the caller's thread on Ctrl-C, in the loop's otherwise.
-        if future.cancelled():
-            with suppress(RuntimeError):  # the loop has ended: nothing left to cancel
-                self._soon(scope.cancel)
+    async def _run(self, call: _Call[Any]) -> None:
+        call.started = True
+        try:
+            if call.interrupted:
+                return  # Ctrl-C came before the task started: do not start the work at all
+            call.value = await call.fn(*call.args)
+        except self._cancelled:
+            call.error = CancelledError()  # Ctrl-C in the caller, or the portal shutting down
+            raise
+        except BaseException as exc:
+            # Every exception goes to the caller: raising it here would tear down the group.
+            call.error = exc
+        finally:
+            self._end(call)

@@ -23,6 +23,7 @@ os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 # keep its connection instead of opening a new one per request; read once, at the first request.
 os.environ["MLFLOW_HTTP_POOL_MAXSIZE"] = "50"
 
+import sqlite3
 import sys
 import tempfile
 import time
@@ -65,6 +66,37 @@ def b1_log_metric(n: int) -> dict[str, Any]:
     return {
         "b1_call": {"value": (called - start) / n / 1000, "check": f"{stored:,} values read back"},
         "b1_e2e": {"value": n / ((flushed - start) / 1e9), "check": f"{stored:,} read back"},
+    }
+
+
+def b1_client_log_metric(client: MlflowClient, n: int) -> dict[str, Any]:
+    """``MlflowClient.log_metric(run_id, ..., synchronous=False)``: the run-bound call.
+
+    What the fluent call does underneath, without looking up the active run and building a
+    client on every call: the MLflow counterpart of ``run.log_metric``. Flushed with
+    ``mlflow.flush_async_logging()`` (the client shares the fluent API's store, hence its
+    queue, for the same tracking URI: the read-back below checks that nothing was left behind).
+    """
+    run_id = client.create_run(client.create_experiment(f"b1c-{uuid.uuid4().hex}")).info.run_id
+    log_metric = client.log_metric
+    for i in range(100):  # warm-up, as for the fluent call
+        log_metric(run_id, "warmup", i * 0.5, step=i, synchronous=False)
+    mlflow.flush_async_logging()
+    gc.collect()
+    start = time.perf_counter_ns()
+    for i in range(n):
+        log_metric(run_id, "loss", i * 0.5, step=i, synchronous=False)
+    called = time.perf_counter_ns()
+    mlflow.flush_async_logging()
+    flushed = time.perf_counter_ns()
+    stored = len(client.get_metric_history(run_id, "loss"))
+    _common.check(stored == n, f"B1 client: {stored} of {n} values stored")
+    return {
+        "b1_client_call": {
+            "value": (called - start) / n / 1000,
+            "check": f"{stored:,} values read back",
+        },
+        "b1_client_e2e": {"value": n / ((flushed - start) / 1e9), "check": f"{stored:,} read back"},
     }
 
 
@@ -155,24 +187,76 @@ def get_run(client: MlflowClient, n: int) -> dict[str, Any]:
     return {"get": {"value": n / elapsed, "check": "every reply carried the run's id"}}
 
 
+# asyncrun's SQLite runs in WAL mode with synchronous=NORMAL (a commit is durable once the WAL
+# is synced at a checkpoint: a power cut may lose the last commits, never corrupt the file);
+# MLflow's runs with SQLite's defaults, a rollback journal and synchronous=FULL (every commit
+# synced). Put in front of the MLflow server's Python processes, this makes every SQLite
+# connection MLflow opens use asyncrun's settings, so that B3 measures how much of the create
+# gap is durability. It leaves a file behind as evidence that it ran.
+SAME_DURABILITY_SITECUSTOMIZE = """
+import os
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+
+@event.listens_for(Engine, "connect")
+def _wal_normal(dbapi_connection, record):
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+        Path(os.environ["BENCH_SQLITE_PRAGMAS_APPLIED"]).touch()
+"""
+
+
+def mlflow_server(tmp: str) -> tuple[list[str], str]:
+    """The ``mlflow server`` command on a fresh SQLite store in ``tmp``, and its URL."""
+    port = _common.free_port()
+    argv = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{tmp}/mlflow.sqlite3",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    return argv, f"http://127.0.0.1:{port}"
+
+
+def b3_same_durability(n: int) -> dict[str, Any]:
+    """B3 sequential against an MLflow server whose SQLite has asyncrun's durability settings."""
+    with tempfile.TemporaryDirectory() as tmp:
+        site = Path(tmp) / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(SAME_DURABILITY_SITECUSTOMIZE)
+        applied = Path(tmp) / "pragmas-applied"
+        pythonpath = [str(site), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {
+            **os.environ,
+            **SERVER_ENV,
+            "PYTHONPATH": os.pathsep.join(pythonpath),
+            "BENCH_SQLITE_PRAGMAS_APPLIED": str(applied),
+        }
+        argv, url = mlflow_server(tmp)
+        with _common.server(argv, f"{url}/health", Path(tmp), env):
+            figure = b3_create(MlflowClient(url), n)["b3"]
+        with sqlite3.connect(Path(tmp) / "mlflow.sqlite3") as db:
+            mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+        _common.check(applied.exists() and mode == "wal", "B3 same durability: pragmas not applied")
+    figure["check"] += "; the store was in WAL mode, synchronous=NORMAL on every connection"
+    return {"b3_wal_normal": figure}
+
+
 def main() -> None:
     args = _common.parse_args()
     n = _common.sizes(args.scale)
     with tempfile.TemporaryDirectory() as tmp:
-        port = _common.free_port()
-        url = f"http://127.0.0.1:{port}"
-        argv = [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp}/mlflow.sqlite3",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ]
+        argv, url = mlflow_server(tmp)
         # cwd=tmp: the server's default artifact store (./mlartifacts) lands there too.
         with _common.server(
             argv, f"{url}/health", Path(tmp), {**os.environ, **SERVER_ENV}
@@ -181,12 +265,14 @@ def main() -> None:
             client = MlflowClient(url)
             figures: dict[str, Any] = {}
             figures |= b1_log_metric(n["b1"])
+            figures |= b1_client_log_metric(client, n["b1"])
             figures |= b2_log_batch(client, n["b2"])
             figures |= b3_create(client, n["b3"])
             figures |= b3_create_concurrent(client, n["b3c"])
             figures |= get_run(client, n["get"])
             figures |= b7_memory(client, n["b7"])
             mlflow.flush_async_logging()
+    figures |= b3_same_durability(n["b3"])
     _common.write_record(args.out, "mlflow", mlflow.__version__, facts, figures)
 
 

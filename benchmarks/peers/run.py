@@ -33,37 +33,53 @@ BENCHMARKS = HERE.parent
 sys.path.append(str(BENCHMARKS))
 import _report  # noqa: E402  (benchmarks/_report.py, standard library only)
 
-# (workload, unit, better, asyncrun figure, asyncrun call, MLflow figure, MLflow call, goal)
+# (id, workload, unit, better, asyncrun figure, asyncrun call, MLflow figure, MLflow call, goal)
 # A goal is the least asyncrun advantage (MLflow / asyncrun for a cost, the inverse for a rate)
-# the issue asks for, with its words; None where it states no goal relative to MLflow.
-B1_GOAL = {"text": ">= 400x faster than MLflow async", "min_advantage": 400}
+# the issue asks for, with its words; None where it states no goal relative to MLflow. B1's is
+# stated against the faster of MLflow's two asynchronous calls, the run-bound client call (the
+# 400x was first set against the fluent call, at 419 us); the fluent rows carry none.
+B1_GOAL = {
+    "text": ">= 400x faster than MLflow's faster async call (MlflowClient.log_metric)",
+    "min_advantage": 400,
+}
 B2_GOAL = {"text": ">= 150x MLflow log_batch", "min_advantage": 150}
+FLUENT = "mlflow.log_metric(synchronous=False), 1 s buffering"
+CLIENT = "MlflowClient.log_metric(run_id, ..., synchronous=False), 1 s buffering"
+FLUSH = " + flush_async_logging()"
 ROWS = [
-    ("B1 cost per log_metric call in the caller", "us/call", "lower",
-     "b1_async_call", "AsyncRun.log_metric",
-     "b1_call", "mlflow.log_metric(synchronous=False), 1 s buffering", B1_GOAL),
-    ("B1 cost per log_metric call in the caller", "us/call", "lower",
-     "b1_sync_call", "sync Run.log_metric",
-     "b1_call", "mlflow.log_metric(synchronous=False), 1 s buffering", B1_GOAL),
-    ("B1 end to end: those calls, then flush", "values/s", "higher",
-     "b1_async_e2e", "AsyncRun.log_metric + flush()",
-     "b1_e2e", "mlflow.log_metric(synchronous=False) + flush_async_logging()", None),
-    ("B1 end to end: those calls, then flush", "values/s", "higher",
-     "b1_sync_e2e", "sync Run.log_metric + flush()",
-     "b1_e2e", "mlflow.log_metric(synchronous=False) + flush_async_logging()", None),
-    ("B2 metric values persisted end to end", "values/s", "higher",
+    ("b1_async_vs_client", "B1 cost per log_metric call in the caller", "us/call", "lower",
+     "b1_async_call", "AsyncRun.log_metric", "b1_client_call", CLIENT, B1_GOAL),
+    ("b1_sync_vs_client", "B1 cost per log_metric call in the caller", "us/call", "lower",
+     "b1_sync_call", "sync Run.log_metric", "b1_client_call", CLIENT, B1_GOAL),
+    ("b1_async_vs_fluent", "B1 cost per log_metric call in the caller", "us/call", "lower",
+     "b1_async_call", "AsyncRun.log_metric", "b1_call", FLUENT, None),
+    ("b1_sync_vs_fluent", "B1 cost per log_metric call in the caller", "us/call", "lower",
+     "b1_sync_call", "sync Run.log_metric", "b1_call", FLUENT, None),
+    ("b1e2e_async_vs_client", "B1 end to end: those calls, then flush", "values/s", "higher",
+     "b1_async_e2e", "AsyncRun.log_metric + flush()", "b1_client_e2e", CLIENT + FLUSH, None),
+    ("b1e2e_sync_vs_client", "B1 end to end: those calls, then flush", "values/s", "higher",
+     "b1_sync_e2e", "sync Run.log_metric + flush()", "b1_client_e2e", CLIENT + FLUSH, None),
+    ("b1e2e_async_vs_fluent", "B1 end to end: those calls, then flush", "values/s", "higher",
+     "b1_async_e2e", "AsyncRun.log_metric + flush()", "b1_e2e", FLUENT + FLUSH, None),
+    ("b1e2e_sync_vs_fluent", "B1 end to end: those calls, then flush", "values/s", "higher",
+     "b1_sync_e2e", "sync Run.log_metric + flush()", "b1_e2e", FLUENT + FLUSH, None),
+    ("b2", "B2 metric values persisted end to end", "values/s", "higher",
      "b2", "log_metric per value + flush(), asyncrun server",
      "b2", "MlflowClient.log_batch, 1,000 metrics per call", B2_GOAL),
-    ("B3 runs created over HTTP, sequential", "runs/s", "higher",
+    ("b3", "B3 runs created over HTTP, sequential", "runs/s", "higher",
      "b3", "AsyncClient.new_run",
      "b3", "MlflowClient.create_run", None),
-    ("B3 runs created over HTTP, 50 in flight", "runs/s", "higher",
+    ("b3_same_durability", "B3 runs created over HTTP, sequential, MLflow's SQLite as durable "
+     "as asyncrun's (WAL, synchronous=NORMAL)", "runs/s", "higher",
+     "b3", "AsyncClient.new_run",
+     "b3_wal_normal", "MlflowClient.create_run, its SQLite in WAL mode, synchronous=NORMAL", None),
+    ("b3c", "B3 runs created over HTTP, 50 in flight", "runs/s", "higher",
      "b3c", "AsyncClient.new_run, 50 tasks in one loop",
      "b3c", "MlflowClient.create_run, pool of 50 threads", None),
-    ("B7 memory per run object held by the client", "bytes", "lower",
+    ("b7", "B7 memory per run object held by the client", "bytes", "lower",
      "b7", "AsyncRun from AsyncClient.get_run",
      "b7", "mlflow.entities.Run from MlflowClient.get_run", None),
-    ("B-get get_run over HTTP, sequential", "runs/s", "higher",
+    ("get", "B-get get_run over HTTP, sequential", "runs/s", "higher",
      "get", "AsyncClient.get_run",
      "get", "MlflowClient.get_run", None),
 ]  # fmt: skip
@@ -103,7 +119,7 @@ def stats(values: list[float]) -> dict[str, Any]:
 def aggregate(records: dict[str, list[dict[str, Any]]], n: dict[str, int]) -> list[dict[str, Any]]:
     """One result per row of ROWS: both sides' statistics, their ratio, the goal and if met."""
     results = []
-    for workload, unit, better, ours_id, ours_call, theirs_id, theirs_call, goal in ROWS:
+    for row_id, workload, unit, better, ours_id, ours_call, theirs_id, theirs_call, goal in ROWS:
         ours_values = [r["figures"][ours_id]["value"] for r in records["asyncrun"]]
         theirs_values = [r["figures"][theirs_id]["value"] for r in records["mlflow"]]
         ours, theirs = stats(ours_values), stats(theirs_values)
@@ -113,6 +129,7 @@ def aggregate(records: dict[str, list[dict[str, Any]]], n: dict[str, int]) -> li
         advantage = 1 / ratio if better == "lower" else ratio
         results.append(
             {
+                "id": row_id,
                 "workload": workload,
                 "unit": unit,
                 "better": better,
@@ -178,6 +195,7 @@ def main() -> None:
         "asyncrun_version": records["asyncrun"][0]["version"],
         "mlflow_version": records["mlflow"][0]["version"],
         "wall_s": time.monotonic() - started,
+        "tree": _report.tree(),
         "mlflow_env": {
             "MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS": "1",
             "MLFLOW_HTTP_POOL_MAXSIZE": "50",
@@ -187,9 +205,23 @@ def main() -> None:
             },
         },
     }
+    # MLflow against itself, repetition by repetition: how much faster its sequential create is
+    # once its SQLite is as durable as asyncrun's, i.e. the part of the create gap that is
+    # durability (the rest is code).
+    durability = [
+        r["figures"]["b3_wal_normal"]["value"] / r["figures"]["b3"]["value"]
+        for r in records["mlflow"]
+    ]
     peers = {
         "meta": meta,
         "results": results,
+        "derived": {
+            "b3_durability": {
+                **stats(durability),
+                "what": "MLflow create_run/s with WAL + synchronous=NORMAL over its default "
+                "(rollback journal, synchronous=FULL), same invocation",
+            }
+        },
         "without_counterpart": WITHOUT_COUNTERPART,
         "servers": servers,
         "records": records,
