@@ -52,7 +52,7 @@ from _harness import REPEATS, free_port, measure, trivial_server, wait_healthy
 
 import asyncrun
 from asyncrun import _serde
-from asyncrun.client._create import MAX_IN_FLIGHT
+from asyncrun.client._batch import MAX_IN_FLIGHT
 from asyncrun.client._transports._http import HTTPTransport
 
 HERE = Path(__file__).parent
