@@ -10,12 +10,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ServerProcess
 
 import asyncrun
 from asyncrun import kinds
@@ -64,4 +70,77 @@ def test_register_and_unregister(local_kind: kinds.Kind) -> None:
     assert local_kind.name in kinds.names()
 
 
-_ = Any
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN = Path(__file__).resolve().parent / "kind_plugin"
+INSTALL_TIMEOUT = 600
+
+
+@pytest.fixture(scope="module")
+def plugin_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The interpreter of a fresh virtual environment with asyncrun and the plug-in installed.
+
+    No system site packages: the plug-in is found only through what pip installed.
+    """
+    base = tmp_path_factory.mktemp("plugin")
+    source = base / "asyncrun-greet"
+    shutil.copytree(PLUGIN, source, ignore=shutil.ignore_patterns("driver.py", "__pycache__"))
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "-e", f"{ROOT}[server]", str(source)],
+        capture_output=True,
+        text=True,
+        timeout=INSTALL_TIMEOUT,
+        check=False,
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    return python
+
+
+def _drive(python: Path, where: str, home: Path) -> dict[str, Any]:
+    env = {**os.environ, "ASYNCRUN_HOME": str(home)}
+    done = subprocess.run(
+        [str(python), str(PLUGIN / "driver.py"), where],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def _check(out: dict[str, Any]) -> None:
+    assert out["state"] == "COMPLETED", out
+    assert out["message"] is None
+    assert out["greeting"] == "hello, plug-in"  # the kind's run method, in the client
+    assert out["exit_code"] == 0
+    assert [line for line in out["logs"] if line[0] == "stdout"] == [
+        ["stdout", f"hello, plug-in ({i})"] for i in range(3)
+    ]
+    assert ["stderr", "greeted"] in out["logs"]
+    assert out["metrics"] == {"greetings": 3}  # current_run() works in a plug-in's job
+    assert out["failing"] == ["ERROR", "the greeter failed with code 3"]
+    # The plug-in's validate() runs in the service.
+    assert "invalid spec for greet+job: spec.name must be a string" in out["greet+job"]
+    # A plug-in that fails to import is named, with its distribution.
+    broken = out["broken+job"]
+    assert "cannot load plug-in kind 'broken+job'" in broken
+    assert "asyncrun-greet 0.1.0" in broken
+    assert "ImportError: asyncrun_greet.broken needs a module" in broken
+
+
+def test_a_plugin_kind_runs_end_to_end_embedded(plugin_python: Path, tmp_path: Path) -> None:
+    _check(_drive(plugin_python, "embedded", tmp_path / "home"))
+
+
+def test_a_plugin_kind_runs_end_to_end_over_a_server(plugin_python: Path, tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "runs.sqlite3", python=str(plugin_python))
+    server.start()
+    try:
+        _check(_drive(plugin_python, server.url, tmp_path / "home"))
+    finally:
+        server.stop()

@@ -95,7 +95,8 @@ def origin(name: str) -> Origin | None:
     with _LOCK:
         registered = _REGISTERED.get(name)
         # A plug-in that also registers its kind when imported is still a plug-in.
-        plugin = name in _entry_points(name) and registered is _loaded(name)
+        plugin = registered is not None and name in _entry_points(name)
+        plugin = plugin and registered is _loaded(name)
         if registered is not None and registered is not _BUILTIN.get(name) and not plugin:
             return "process"
         if name in _BUILTIN:
