@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -68,6 +69,89 @@ def test_register_and_unregister(local_kind: kinds.Kind) -> None:
     assert kinds.get(local_kind.name) is local_kind
     assert kinds.origin(local_kind.name) == "process"
     assert local_kind.name in kinds.names()
+
+
+_FAKE = """
+from asyncrun import kinds
+from asyncrun.kinds import _command_job as c
+
+KIND = kinds.Kind("fake+job", c._validate, c._process, c._outcome)
+
+
+def make():
+    return kinds.Kind("factory+job", c._validate, c._process, c._outcome)
+
+
+NOT_A_KIND = 42
+"""
+
+
+@pytest.fixture
+def fake_plugins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Entry points in group asyncrun.kinds pointing into a module nothing imported yet."""
+    (tmp_path / "fake_kinds_mod.py").write_text(_FAKE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    points = [
+        importlib.metadata.EntryPoint(name, value, kinds.GROUP)
+        for name, value in [
+            ("fake+job", "fake_kinds_mod:KIND"),
+            ("factory+job", "fake_kinds_mod:make"),
+            ("misnamed+job", "fake_kinds_mod:KIND"),
+            ("number+job", "fake_kinds_mod:NOT_A_KIND"),
+            ("missing+job", "no_such_module_for_asyncrun:KIND"),
+            ("python+job", "fake_kinds_mod:KIND"),  # a built-in name: ignored
+        ]
+    ]
+
+    def entry_points(group: str) -> list[importlib.metadata.EntryPoint]:
+        return points if group == kinds.GROUP else []
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    monkeypatch.setattr(kinds, "_ENTRY_POINTS", None)
+    monkeypatch.setattr(kinds, "_LOADED", {})
+    yield
+    sys.modules.pop("fake_kinds_mod", None)
+
+
+def test_entry_points_are_listed_without_importing_and_loaded_once(fake_plugins: None) -> None:
+    assert {"fake+job", "factory+job", "missing+job", "python+job"} <= set(kinds.names())
+    assert kinds.origin("fake+job") == "entry point"
+    assert "fake_kinds_mod" not in sys.modules  # listed, not imported
+    fake = kinds.get("fake+job")
+    assert fake is not None
+    assert fake.name == "fake+job"
+    assert kinds.get("fake+job") is fake  # once
+    factory = kinds.get("factory+job")
+    assert factory is not None
+    assert factory.name == "factory+job"
+    builtin = kinds.get("python+job")
+    assert builtin is not None
+    assert kinds.origin("python+job") == "builtin"
+    # A plug-in registering its own kind on import stays a plug-in.
+    kinds.register(fake)
+    try:
+        assert kinds.origin("fake+job") == "entry point"
+    finally:
+        kinds.unregister("fake+job")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("missing+job", "ModuleNotFoundError: No module named 'no_such_module_for_asyncrun'"),
+        ("misnamed+job", "the kind it gives is named 'fake+job'"),
+        ("number+job", "it is not an asyncrun.kinds.Kind"),
+    ],
+)
+def test_a_plugin_that_cannot_load_says_which_and_why(
+    fake_plugins: None, name: str, expected: str
+) -> None:
+    for _ in range(2):  # the failure is kept, and raised each time
+        with pytest.raises(kinds.KindLoadError) as caught:
+            kinds.get(name)
+        assert f"cannot load plug-in kind {name!r}" in str(caught.value)
+        assert expected in str(caught.value)
+    assert kinds.get("fake+job") is not None  # the others still load
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,14 +22,16 @@ telling to publish it as an entry point.
 
 from __future__ import annotations
 
-import importlib.metadata
 import threading
 import time
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ._base import Kind, Outcome, ProcessSpec, runner_argv
 from ._command_job import KIND as COMMAND_JOB
 from ._python_job import KIND as PYTHON_JOB
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 GROUP = "asyncrun.kinds"
 """The entry-point group plug-in kinds are published in."""
@@ -39,7 +41,7 @@ Origin = Literal["builtin", "entry point", "process"]
 _BUILTIN: dict[str, Kind] = {COMMAND_JOB.name: COMMAND_JOB, PYTHON_JOB.name: PYTHON_JOB}
 _REGISTERED: dict[str, Kind] = {}  # by register(), in this process only
 _LOADED: dict[str, Kind | KindLoadError] = {}  # entry points imported so far (or their failure)
-_ENTRY_POINTS: dict[str, importlib.metadata.EntryPoint] | None = None
+_ENTRY_POINTS: dict[str, EntryPoint] | None = None
 _SCANNED_AT = 0.0
 _RESCAN_AFTER = 1.0  # seconds: an unknown name looks again (a plug-in installed meanwhile)
 _LOCK = threading.RLock()
@@ -117,13 +119,15 @@ def names() -> list[str]:
         return sorted({*_BUILTIN, *_entry_points(None), *_REGISTERED})
 
 
-def _entry_points(wanted: str | None) -> dict[str, importlib.metadata.EntryPoint]:
+def _entry_points(wanted: str | None) -> dict[str, EntryPoint]:
     """The plug-in entry points by kind name, listed once (again for an unknown ``wanted``)."""
     global _ENTRY_POINTS, _SCANNED_AT
     now = time.monotonic()
     stale = wanted is not None and now - _SCANNED_AT > _RESCAN_AFTER
     if _ENTRY_POINTS is None or (stale and wanted not in _ENTRY_POINTS):
-        found: dict[str, importlib.metadata.EntryPoint] = {}
+        import importlib.metadata  # only when kinds are looked up: not at ``import asyncrun``
+
+        found: dict[str, EntryPoint] = {}
         for point in importlib.metadata.entry_points(group=GROUP):
             # Built-in names cannot be taken over; the first of two same-named plug-ins wins.
             if point.name not in _BUILTIN:
@@ -132,7 +136,7 @@ def _entry_points(wanted: str | None) -> dict[str, importlib.metadata.EntryPoint
     return _ENTRY_POINTS
 
 
-def _load(point: importlib.metadata.EntryPoint) -> Kind | KindLoadError:
+def _load(point: EntryPoint) -> Kind | KindLoadError:
     dist = point.dist
     source = f"{dist.name} {dist.version}" if dist is not None else "an unknown distribution"
     where = f"plug-in kind {point.name!r} (entry point {point.value!r} of {source})"
