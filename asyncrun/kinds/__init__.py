@@ -85,7 +85,7 @@ def get(name: str) -> Kind | None:
             _loaded(name)
             loaded = _LOADED[name]
     if isinstance(loaded, KindLoadError):
-        raise loaded
+        raise KindLoadError(str(loaded))  # a new one each time: tracebacks do not pile up
     return loaded
 
 
