@@ -103,8 +103,10 @@ class ServerProcess:
         log_level: str = "warning",
         auth: bool = False,
         scheme: str = "http",
+        python: str = sys.executable,
     ) -> None:
         self.db = db
+        self.python = python
         # Loopback tests run without tokens unless they test tokens (tests/test_auth.py).
         self.extra = (*extra, "--log-level", log_level, *(() if auth else ("--no-auth",)))
         self.port = free_port()
@@ -116,7 +118,7 @@ class ServerProcess:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
-                    sys.executable,
+                    self.python,
                     "-m",
                     "asyncrun",
                     "server",

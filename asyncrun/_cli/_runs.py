@@ -193,7 +193,10 @@ def check_runnable(kind: str, spec: dict[str, Any]) -> None:
         click.UsageError: for an unknown kind, naming the closest known one.
         click.ClickException: saying what is wrong in the spec.
     """
-    known = kinds.get(kind)
+    try:
+        known = kinds.get(kind)
+    except kinds.KindLoadError as exc:
+        raise click.ClickException(str(exc)) from None
     if known is None:
         names = kinds.names()
         raise click.UsageError(

@@ -98,7 +98,10 @@ class RecordView:
     def __getattr__(self, name: str) -> Any:
         # Kind-specific methods (``result()`` of python+job, ...) live with the kind.
         if not name.startswith("_"):
-            kind = kinds.get(self.record.kind)
+            try:
+                kind = kinds.get(self.record.kind)
+            except kinds.KindLoadError as exc:
+                raise AttributeError(f"{name!r}: {exc}") from None
             if kind is not None and name in kind.methods:
                 return functools.partial(kind.methods[name], self.record)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")

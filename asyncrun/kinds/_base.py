@@ -34,15 +34,39 @@ class Outcome:
 
 @attrs.frozen
 class Kind:
-    """A registered kind.
+    """A kind: the protocol every built-in and plug-in kind follows.
+
+    How a run of it goes, and which process calls what:
+
+    1. ``validate(spec)`` is called where a run is created or updated (the service: the
+       caller's process on the embedded backend, the server otherwise) and by the command
+       line before it asks; it raises ``ValueError`` naming the field of an invalid spec.
+    2. When the run is started, the agent (a separate process) calls
+       ``process(spec, scratch, python)``: ``scratch`` is a new private folder of this
+       execution, ``python`` the interpreter recorded for the run (the caller's on the embedded
+       backend). It returns the :class:`ProcessSpec` the agent starts: argv, environment, working
+       folder. Each line the process writes becomes a log line (stdout or stderr); metrics come
+       from ``asyncrun.current_run()`` inside it as in every job.
+    3. A kind whose job is Python code of its own gives ``job(scratch)`` and makes ``process``
+       return :func:`runner_argv`: the job runner (``python -m asyncrun.kinds._runner``) loads
+       the kind in the job's process and calls ``job`` there; its return value is the exit code.
+    4. When the process has ended, the agent calls ``outcome(code, scratch)`` (the exit code,
+       negative for a signal, and the same folder, removed afterwards): the run's end state,
+       message, and fields added to its status (e.g. ``results``).
+    5. ``methods`` are the run's kind-specific methods in the client (``run.result()`` of
+       ``python+job``); each takes the run record.
+
+    Functions must be importable from the kind's module in every process: a plug-in is found
+    through its entry point in group ``asyncrun.kinds``, never pickled.
 
     Attributes:
-        name: The kind's name, e.g. ``python+job``.
+        name: The kind's name, e.g. ``python+job``; a plug-in's entry point has this name.
         validate: Raises ``ValueError`` naming the field when a spec is invalid.
         process: Builds the process of an execution from the spec, a scratch folder and the
-            interpreter recorded for the run (the caller's on the embedded backend).
+            interpreter recorded for the run.
         outcome: Reads how the process ended (exit code, scratch folder) into an outcome.
         methods: Kind-specific run methods; each takes the run record.
+        job: The job side, run by the job runner in the job's process (``None``: none).
     """
 
     name: str
@@ -50,6 +74,16 @@ class Kind:
     process: Callable[[Mapping[str, Any], Path, str], ProcessSpec]
     outcome: Callable[[int, Path], Outcome]
     methods: Mapping[str, Callable[[Run], Any]] = attrs.Factory(dict)
+    job: Callable[[Path], int] | None = None
+
+
+def runner_argv(python: str, kind: str, scratch: Path) -> list[str]:
+    """The argv that runs ``kind``'s ``job(scratch)`` in a job process, with ``python``.
+
+    The job runner finds the kind there through its entry point, so the plug-in must be
+    installed for that interpreter too.
+    """
+    return [python, "-m", "asyncrun.kinds._runner", "--kind", kind, str(scratch)]
 
 
 def check_env_cwd(spec: Mapping[str, Any]) -> None:

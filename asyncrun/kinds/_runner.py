@@ -1,7 +1,9 @@
-"""The child side of ``python+job``: import the handler, call it, write what it returned.
+"""The job runner: the child side of ``python+job``, and of plug-in kinds with a job side.
 
-Kept to the standard library so a job pays almost nothing to start. Usage (by the supervisor):
-``python -m asyncrun.kinds._runner SCRATCH_DIR``.
+``python -m asyncrun.kinds._runner SCRATCH_DIR`` (``python+job``) imports the handler, calls it
+and writes what it returned; it is kept to the standard library so a job pays almost nothing to
+start. ``python -m asyncrun.kinds._runner --kind NAME SCRATCH_DIR`` loads the kind ``NAME``
+through its entry point (group ``asyncrun.kinds``) and exits with its ``job(SCRATCH_DIR)``.
 """
 
 from __future__ import annotations
@@ -40,7 +42,24 @@ def _call(handler: str, parameters: dict[str, Any]) -> Any:
     return value
 
 
+def _run_kind(name: str, scratch: Path) -> int:
+    from asyncrun import kinds  # only plug-in kinds pay for importing asyncrun
+
+    try:
+        kind = kinds.get(name)
+    except kinds.KindLoadError as exc:
+        print(f"asyncrun: {exc}", file=sys.stderr)
+        return 2
+    if kind is None or kind.job is None:
+        why = "is not installed" if kind is None else "has no job side"
+        print(f"asyncrun: the kind {name!r} {why} for {sys.executable}", file=sys.stderr)
+        return 2
+    return kind.job(scratch)
+
+
 def main() -> int:
+    if sys.argv[1] == "--kind":
+        return _run_kind(sys.argv[2], Path(sys.argv[3]))
     scratch = Path(sys.argv[1])
     job = json.loads((scratch / "job.json").read_text())
     sys.path.insert(0, ".")  # a handler in the working directory imports like a script's module

@@ -324,14 +324,22 @@ class Agent:
             return
         # Executions asked for by an asyncrun before launches were recorded: the base only.
         launch = execution.launch or _launch.capture(os.environ, sys.executable)
-        kind = kinds.get(run.kind)
         scratch = Path(tempfile.mkdtemp(prefix="asyncrun-"))
         try:
+            kind = kinds.get(run.kind)  # a plug-in is imported here, once per agent
             if kind is None:
-                raise ValueError(f"no kind {run.kind!r} is registered in the agent")
+                raise ValueError(
+                    f"no kind {run.kind!r} is installed where the agent runs (a plug-in kind"
+                    f" is an entry point in group {kinds.GROUP!r})"
+                )
             uid = _launching.user_for(launch, self.uids, self.jobs_uids())
             run_dir = _launching.run_dir(launch, execution.project, execution.id, uid)
-            spec = kind.process(run.spec, scratch, launch.python)
+            try:
+                spec = kind.process(run.spec, scratch, launch.python)
+            except (OSError, ValueError):
+                raise
+            except Exception as exc:  # a plug-in's bug ends this run, not the agent
+                raise ValueError(f"kind {run.kind!r}: {type(exc).__name__}: {exc}") from exc
             cwd = _launch.job_cwd(launch, spec.cwd, run_dir)
             own = self._own_env(execution, launch)
             if uid is not None:
@@ -354,7 +362,7 @@ class Agent:
                 group=uid,
                 extra_groups=None if uid is None else [],
             )
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, kinds.KindLoadError) as exc:
             shutil.rmtree(scratch, ignore_errors=True)
             self._refuse(execution, f"cannot start the job: {exc}")
             return

@@ -71,8 +71,15 @@ class _Unchanged(Exception):
     """Raised inside a store change to write nothing."""
 
 
+def _kind(name: str) -> kinds.Kind | None:
+    try:
+        return kinds.get(name)
+    except kinds.KindLoadError as exc:
+        raise ValidationError(str(exc), detail={"field": "kind"}) from None
+
+
 def _validate_spec(kind_name: str, spec: dict[str, Any]) -> None:
-    kind = kinds.get(kind_name)
+    kind = _kind(kind_name)
     if kind is None:
         return
     try:
@@ -372,12 +379,20 @@ class RunService:
         return [r for r in results if r is not None]
 
     def _check_executable(self, run: Run) -> None:
-        kind = kinds.get(run.kind)
+        kind = _kind(run.kind)
+        if kind is not None and kinds.origin(run.kind) == "process":
+            raise ValidationError(
+                f"kind {run.kind!r} is registered only in this process, so the agent that"
+                f" executes runs cannot load it; publish it as an entry point in group"
+                f" {kinds.GROUP!r} (see the guide to kinds)",
+                detail={"field": "kind"},
+            )
         if kind is None or self.executor is None:
+            executable = [name for name in kinds.names() if kinds.origin(name) != "process"]
             raise ValidationError(
                 f"runs of kind {run.kind!r} cannot be executed by this backend"
-                f"{did_you_mean(run.kind, kinds.names())}; "
-                f"executable kinds: {', '.join(kinds.names()) if self.executor else 'none'}",
+                f"{did_you_mean(run.kind, executable)}; "
+                f"executable kinds: {', '.join(executable) if self.executor else 'none'}",
                 detail={"field": "kind"},
             )
         _validate_spec(run.kind, run.spec)
