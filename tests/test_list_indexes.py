@@ -14,7 +14,7 @@ import attrs
 import pytest
 
 import asyncrun
-from asyncrun._core.query import ListQuery
+from asyncrun._core.query import ListQuery, cursor_after
 from asyncrun._core.records import Run, State
 from asyncrun.server._service import RunService
 from asyncrun.server._store import _sqlite
@@ -166,7 +166,7 @@ def test_a_deep_page_starts_where_the_last_one_ended(
         store._db.set_trace_callback(statements.append)
         store._db.set_progress_handler(step, 1)
         try:
-            query = ListQuery.build(limit=20, cursor=_sqlite.cursor_after(last), **filters)
+            query = ListQuery.build(limit=20, cursor=cursor_after(last), **filters)
             page = store.list_runs("p", query)
         finally:
             store._db.set_trace_callback(None)
@@ -223,7 +223,7 @@ def test_an_older_database_gets_the_indexes_and_its_labelled_runs_stay_in_order(
         runs = store.list_runs("p", ListQuery.build(label="old", limit=2))
         assert [run.id for run in runs] == ["o2", "o1", "o0"]
         after = store.list_runs(
-            "p", ListQuery.build(label="old", limit=2, cursor=_sqlite.cursor_after(runs[1]))
+            "p", ListQuery.build(label="old", limit=2, cursor=cursor_after(runs[1]))
         )
         assert [run.id for run in after] == ["o0"]
     finally:

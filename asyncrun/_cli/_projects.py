@@ -15,8 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from .. import _config
-
 
 @dataclass(frozen=True)
 class ProjectInfo:
@@ -29,7 +27,9 @@ class ProjectInfo:
 
 def embedded_db() -> Path:
     """The embedded backend's database file (it may not exist yet)."""
-    return (_config.home() / _config.DB_FILENAME).resolve()
+    from ..server import default_db_path
+
+    return default_db_path()
 
 
 def _connect(db: Path) -> sqlite3.Connection | None:

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .. import _config
 from .._core.auth import (
     READ,
     ROLE_HELP,
@@ -29,7 +28,7 @@ from .._core.errors import ValidationError
 from ..server._procs import DEFAULT_UIDS
 
 if TYPE_CHECKING:
-    from ..server._store._sqlite import SQLiteStore
+    from ..server import Store
 
 
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -169,28 +168,26 @@ def server(
         raise click.ClickException(
             "the server needs the 'server' extra: pip install 'asyncrun[server]'"
         ) from None
-    from ..server._executor import LocalExecutor
-    from ..server._service import RunService
-    from ..server._store._sqlite import SQLiteStore
+    from ..server import db_path as resolve_db
+    from ..server import open_service
 
-    db_path = (db or _config.home() / _config.DB_FILENAME).resolve()
+    db_path = resolve_db(db)
     scheme = "https" if ssl_certfile else "http"
-    executor = LocalExecutor(
+    service = open_service(
         db_path,
         stop_grace=stop_grace,
         keep_log_lines=max_log_lines,
         endpoint=public_url or job_endpoint(scheme, host, port),
-        jobs_dir=(jobs_dir or db_path.with_name("jobs")).resolve(),
+        jobs_dir=jobs_dir,
         job_env=job_env,
         job_token_role=job_token_role,
         isolate=isolate_jobs,
         job_uids=uids,
     )
-    store = SQLiteStore(db_path)
+    store = service.store
     if isolate_jobs:
         # Isolated jobs must reach their folders under it; every file in it stays 0600.
         os.chmod(db_path.parent, 0o711)
-    service = RunService(store, executor)
     click.echo(f"asyncrun server listening on {scheme}://{_host_in_url(host)}:{port}", err=True)
     _warn_about_power(no_auth, isolate_jobs, host, port)
     if not no_auth:
@@ -297,23 +294,23 @@ _DB_OPTION = click.option(
 )
 
 
-def _store(db: Path | None, *, create: bool = False) -> SQLiteStore:
-    """The server's database; a missing file is an error unless ``create``.
+def _store(db: Path | None, *, create: bool = False) -> tuple[Store, Path]:
+    """The server's database and its path; a missing file is an error unless ``create``.
 
     Raises:
         click.ClickException: if the file does not exist and may not be created, naming
             the path looked at.
     """
-    from ..server._store._sqlite import SQLiteStore
+    from ..server import db_path, open_store
 
-    path = (db or _config.home() / _config.DB_FILENAME).resolve()
+    path = db_path(db)
     if not create and not path.exists():
         given = f"--db {db}" if db is not None else "the default database (no --db)"
         raise click.ClickException(
             f"no database at {path} ({given}): give the server's database with --db "
             "(relative paths start from the current folder), or start the server on it first"
         )
-    return SQLiteStore(path)
+    return open_store(path), path
 
 
 @server.group()
@@ -374,7 +371,7 @@ def token_create(
         role, allowed = check_grant(role, list(projects))
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None
-    store = _store(db, create=create_db)
+    store, _ = _store(db, create=create_db)
     token_id, token = make_token(secrets.token_bytes(40))
     store.add_token(Grant(token_id, role, allowed), secret_hash(token), description=description)
     click.echo(f"token {token_id}: {role} on {', '.join(sorted(allowed))} (shown only once)")
@@ -390,12 +387,12 @@ def token_list(db: Path | None) -> None:
     Example:
       asyncrun server token list --db runs.sqlite3
     """
-    store = _store(db)
+    store, path = _store(db)
     tokens = [info for info in store.tokens() if info.run is None]  # not the jobs' own
     if not tokens:
         click.echo(
-            f"no tokens in {store.path}; create one with `asyncrun server token create "
-            f"--db {store.path} --project NAME --role run`",
+            f"no tokens in {path}; create one with `asyncrun server token create "
+            f"--db {path} --project NAME --role run`",
             err=True,
         )
         return
@@ -418,6 +415,6 @@ def token_revoke(db: Path | None, token_id: str) -> None:
     Example:
       asyncrun server token revoke --db runs.sqlite3 0123456789abcdef
     """
-    if not _store(db).revoke_token(token_id):
+    if not _store(db)[0].revoke_token(token_id):
         raise click.ClickException(f"no token with id {token_id!r}")
     click.echo(f"token {token_id} revoked")

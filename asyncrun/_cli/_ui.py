@@ -19,7 +19,6 @@ from pathlib import Path
 
 import click
 
-from .. import _config
 from .._core.auth import ALL_PROJECTS, READ, RUN, Grant, make_token, secret_hash
 from ._app import settings_of
 
@@ -81,27 +80,15 @@ def ui_command(
         raise click.ClickException(
             "the dashboard needs the 'server' extra: pip install 'asyncrun[server]'"
         ) from None
-    from ..server._executor import LocalExecutor
-    from ..server._service import RunService
-    from ..server._store._sqlite import SQLiteStore
+    from ..server import db_path as resolve_db
+    from ..server import open_service
 
-    class OneTokenStore(SQLiteStore):
-        """The database, with one token that is not in it: the dashboard's."""
-
-        def __init__(self, path: Path, grant: Grant, digest: bytes) -> None:
-            super().__init__(path)
-            self._only = grant, digest
-
-        def token(self, token_id: str) -> tuple[Grant, bytes] | None:
-            return self._only if token_id == self._only[0].token_id else None
-
-    db_path = (db or _config.home() / _config.DB_FILENAME).resolve()
-    db_path.parent.mkdir(parents=True, exist_ok=True)
+    db_path = resolve_db(db)
     token_id, token = make_token(secrets.token_bytes(40))
     grant = Grant(token_id, READ if read_only else RUN, frozenset({ALL_PROJECTS}))
-    store = OneTokenStore(db_path, grant, secret_hash(token))
     # Jobs started from the dashboard are embedded ones: they write to the database directly.
-    service = RunService(store, LocalExecutor(db_path))
+    # The one token accepted is the dashboard's, which is not in the database.
+    service = open_service(db_path, session_token=(grant, secret_hash(token)))
     port = port or _free_port()
     url = f"http://{HOST}:{port}/"
     click.echo(f"asyncrun dashboard of {db_path}: {url}", err=True)

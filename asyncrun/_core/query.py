@@ -68,6 +68,13 @@ def to_microseconds(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def cursor_after(run: Run) -> Cursor:
+    """The cursor that continues a listing after ``run``."""
+    created = run.metadata.created
+    assert created is not None
+    return Cursor(to_microseconds(created), run.id)
+
+
 @attrs.frozen
 class ListQuery:
     """Filters and paging of a run listing.

@@ -118,10 +118,10 @@ class AsyncClient:
                 max_connections=max_connections or MAX_CONNECTIONS,
             )
         else:
+            from ..server import default_db_path
             from ._transports._embedded import EmbeddedTransport
 
-            db = (Path(home) if home is not None else _config.home()) / _config.DB_FILENAME
-            self._transport = EmbeddedTransport(db)
+            self._transport = EmbeddedTransport(default_db_path(home))
         self._closed = False
         self._tasks: TaskGroup | None = None
         self._watcher = Watcher(self._transport, self._spawn)

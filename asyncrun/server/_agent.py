@@ -55,7 +55,9 @@ from .._core.states import TERMINAL, transition
 from ..kinds import Outcome
 from . import _launching, _procs
 from ._procs import MARKER, killpg
-from ._store._sqlite import Execution, Ident, SQLiteStore
+from ._store._execution import Execution, Ident
+from ._store._protocol import Store
+from ._store._sqlite import SQLiteStore
 
 POLL = 0.01
 """Seconds between two looks at the store for new executions and stop requests."""
@@ -131,7 +133,7 @@ class Agent:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.db = Path(args.db)
-        self.store = SQLiteStore(self.db)
+        self.store: Store = SQLiteStore(self.db)  # the agent of one SQLite file (flock)
         self.selector = selectors.DefaultSelector()
         self.jobs: dict[tuple[str, str], Job] = {}
         self.pending: dict[Ident, list[tuple[str, int, str]]] = {}

@@ -154,7 +154,7 @@ class Api:
 
     def _grant(self, request: Request) -> Grant | None:
         token_id, token = token_id_of(request.headers.get("authorization"))
-        found = self.service.store.token(token_id)
+        found = self.service.token(token_id)
         if found is None or not matches(token, found[1]):
             return None
         return found[0]

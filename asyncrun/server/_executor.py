@@ -15,7 +15,7 @@ from .._core import launch as _launch
 from .._core.auth import WRITE
 from ._agent import lock_path
 from ._procs import DEFAULT_UIDS, kill_execution, private_file
-from ._store._sqlite import Execution
+from ._store._execution import Execution
 
 # ``sh`` starts the agent in the background and exits at once: the agent is re-parented to
 # init, so nobody has to reap it and it outlives the server or client that started it. Its

@@ -15,6 +15,7 @@ import anyio
 import attrs
 
 from .. import _serde, kinds
+from .._core.auth import Grant
 from .._core.errors import (
     AsyncRunError,
     InvalidTransition,
@@ -26,13 +27,13 @@ from .._core.launch import STATUS_KEY
 from .._core.logs import LogPage, tail_start
 from .._core.metrics import Batch, Mode, Op, Value, check_key, check_value
 from .._core.protocol import MAX_REVISION
-from .._core.query import Changes, ListQuery
+from .._core.query import Changes, ListQuery, cursor_after
 from .._core.records import LogLine, Run, State, Transition, did_you_mean
 from .._core.states import TERMINAL, check_action, forward_path, path_to, transition
 from .._core.summary import MAX_INLINE_VALUES, inline_count, metrics_loaded, summarize
 from ._executor import LocalExecutor
 from ._store._metrics import BatchResult
-from ._store._sqlite import SQLiteStore, cursor_after
+from ._store._protocol import Store
 
 log = logging.getLogger("asyncrun.server")
 
@@ -97,18 +98,30 @@ class RunService:
         store: Where records are kept.
         executor: Starts jobs; ``None`` refuses ``run()``.
         clock: Returns the current time; tests pass a fixed clock.
+        session_token: ``(grant, secret digest)`` of the only token accepted, instead of
+            the stored ones (``asyncrun ui``'s: it lives in this process only).
     """
 
     def __init__(
         self,
-        store: SQLiteStore,
+        store: Store,
         executor: LocalExecutor | None = None,
         clock: Callable[[], datetime] = utc_now,
+        *,
+        session_token: tuple[Grant, bytes] | None = None,
     ) -> None:
         self.store = store
         self.executor = executor
         self.clock = clock
         self.stopping = False
+        self.session_token = session_token
+
+    def token(self, token_id: str) -> tuple[Grant, bytes] | None:
+        """The grant and secret digest of a token the service accepts, or ``None``."""
+        if self.session_token is not None:
+            only = self.session_token
+            return only if token_id == only[0].token_id else None
+        return self.store.token(token_id)
 
     def stop_streams(self) -> None:
         """End every open log follow and held watch soon: the server is shutting down.
@@ -540,7 +553,7 @@ class RunService:
             fresh: Ids reported whatever their sequence.
             check: Called while the watch is held; what it raises ends the watch (the HTTP
                 app passes one that refuses a revoked token).
-            feed: Report every change of the project (see ``SQLiteStore.changes``).
+            feed: Report every change of the project (see ``Store.changes``).
         """
         deadline = anyio.current_time() + timeout
         next_reap = anyio.current_time() + REAP_EVERY

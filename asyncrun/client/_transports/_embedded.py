@@ -11,9 +11,8 @@ from ..._core.logs import LogPage
 from ..._core.metrics import Batch
 from ..._core.query import Changes, ListQuery, WatchQuery
 from ..._core.records import LogLine, Run
-from ...server._executor import LocalExecutor
-from ...server._service import RunService
-from ...server._store._sqlite import SQLiteStore
+from ...server import db_path as _db_path
+from ...server import open_service
 from ._base import AsyncTransport
 
 T = TypeVar("T")
@@ -46,10 +45,9 @@ class EmbeddedTransport(AsyncTransport):
     client that started them.
     """
 
-    def __init__(self, db_path: Path, *, stop_grace: float = 10.0) -> None:
-        self.db_path = db_path.resolve()
-        executor = LocalExecutor(self.db_path, stop_grace=stop_grace)
-        self._service = RunService(SQLiteStore(self.db_path), executor)
+    def __init__(self, db_path: Path | None = None, *, stop_grace: float = 10.0) -> None:
+        self.db_path = _db_path(db_path)  # None: the default database, under ASYNCRUN_HOME
+        self._service = open_service(self.db_path, stop_grace=stop_grace)
 
     async def aopen(self) -> None:
         await self._service.reap_lost()

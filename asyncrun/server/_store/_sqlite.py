@@ -26,12 +26,14 @@ from ..._core import logs as _logs
 from ..._core.auth import Grant
 from ..._core.errors import AlreadyExists, AsyncRunError, NotFound, RevisionConflict, StorageFull
 from ..._core.metrics import Mode, Op
-from ..._core.query import Changes, Cursor, ListQuery, to_microseconds
+from ..._core.query import Changes, ListQuery, to_microseconds
 from ..._core.records import LogLine, Run, State
 from .._procs import private_dir, private_file
 from . import _documents, _feed, _metrics, _tokens
 from ._documents import Document
+from ._execution import Execution, Ident
 from ._metrics import BatchResult
+from ._protocol import Store
 
 Step = str | Callable[[sqlite3.Connection], None]
 """A migration step: a statement, or a function for what SQL alone cannot do (a backfill)."""
@@ -119,43 +121,6 @@ class SchemaTooNew(RuntimeError):
     """The database was written by a newer asyncrun than this one."""
 
 
-@attrs.frozen
-class Execution:
-    """One start of a run and the job process that carries it out.
-
-    ``pid`` is ``None`` until the agent has started the job; ``ended_us`` is set once the
-    agent has recorded how it ended. ``uid`` is the user an isolated job runs as.
-    """
-
-    project: str
-    id: str
-    number: int
-    reserved_us: int
-    pid: int | None
-    pid_started: float | None
-    ended_us: int | None
-    launch: _launch.Launch | None = None
-    uid: int | None = None
-
-    @classmethod
-    def from_row(cls, row: Sequence[Any]) -> Execution:
-        project, id_, number, reserved_us, pid, pid_started, ended_us, launch, uid = row
-        loaded = None if launch is None else _launch.from_data(_serde.loads(launch))
-        return cls(project, id_, number, reserved_us, pid, pid_started, ended_us, loaded, uid)
-
-    @property
-    def key(self) -> str:
-        """``project/id/number``: names this execution, e.g. in its processes' environment."""
-        return f"{self.project}/{self.id}/{self.number}"
-
-    @property
-    def ident(self) -> Ident:
-        """What tells this execution from any other, also of a run deleted and re-created."""
-        return (self.project, self.id, self.number, self.reserved_us)
-
-
-Ident = tuple[str, str, int, int]
-"""``(project, id, number, reserved_us)`` of an execution."""
 _MATCH: Final = "project = ? AND id = ? AND execution = ? AND reserved_us = ?"
 _MAX_INT: Final = 2**63 - 1
 _PROBE: Final = 1000
@@ -844,8 +809,4 @@ def _listing(project: str, query: ListQuery, driver: str | None) -> tuple[str, l
     return f"{head} WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?", args
 
 
-def cursor_after(run: Run) -> Cursor:
-    """The cursor that continues a listing after ``run``."""
-    created = run.metadata.created
-    assert created is not None
-    return Cursor(to_microseconds(created), run.id)
+_: type[Store] = SQLiteStore  # mypy checks that the SQLite store is a Store

@@ -1,0 +1,100 @@
+"""Where the database is and how store, executor and service are put together: in one place.
+
+The embedded client, ``asyncrun server``, ``asyncrun ui`` and ``asyncrun server token`` all
+open their backend through :func:`open_service` or :func:`open_store`, and find the default
+database through :func:`default_db_path`, so they agree on which file that is.
+
+The heavy modules are imported when a function is called, so ``import asyncrun.server`` stays
+cheap for the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import _config
+from .._core.auth import WRITE, Grant
+from ._procs import DEFAULT_UIDS
+
+if TYPE_CHECKING:
+    from ._service import RunService
+    from ._store._protocol import Store
+
+
+def default_db_path(home: str | Path | None = None) -> Path:
+    """The embedded backend's database file (absolute; it may not exist yet).
+
+    Args:
+        home: The folder holding it; defaults to ``ASYNCRUN_HOME`` or the user data folder.
+    """
+    folder = Path(home) if home is not None else _config.home()
+    return (folder / _config.DB_FILENAME).resolve()
+
+
+def db_path(db: str | Path | None = None) -> Path:
+    """``db`` made absolute, or :func:`default_db_path` when ``None``."""
+    return Path(db).resolve() if db is not None else default_db_path()
+
+
+def open_store(db: str | Path | None = None) -> Store:
+    """Open (creating and migrating if needed) the store in ``db`` or the default database."""
+    from ._store._sqlite import SQLiteStore
+
+    return SQLiteStore(db_path(db))
+
+
+def open_service(
+    db: str | Path | None = None,
+    *,
+    stop_grace: float = 10.0,
+    keep_log_lines: int = 100_000,
+    endpoint: str | None = None,
+    jobs_dir: Path | None = None,
+    job_env: Sequence[str] = (),
+    job_token_role: str = WRITE,
+    isolate: bool = False,
+    job_uids: tuple[int, int] = DEFAULT_UIDS,
+    session_token: tuple[Grant, bytes] | None = None,
+) -> RunService:
+    """The service on the store in ``db`` (default: :func:`default_db_path`), with jobs.
+
+    Jobs run through the database's agent (a detached process that outlives the caller).
+
+    Args:
+        db: The database file; created and migrated if needed.
+        stop_grace: Seconds between SIGTERM and SIGKILL when a run is stopped.
+        keep_log_lines: Lines of log kept per run (the newest).
+        endpoint: URL jobs use to reach a server; ``None`` for the embedded backend, whose
+            jobs open the database itself and start where the caller of ``run()`` is.
+        jobs_dir: A server's jobs folder (with ``endpoint``); default ``jobs`` next to ``db``.
+        job_env: Names of the server's environment variables passed to every job.
+        job_token_role: Role of the token each job of a server gets.
+        isolate: Run each execution as an unprivileged user of its own (needs root).
+        job_uids: The uid range isolated jobs use.
+        session_token: ``(grant, secret digest)`` of the only token the service accepts,
+            instead of the stored ones (``asyncrun ui``'s, which is never stored).
+
+    Returns:
+        The service; ``close()`` releases the store.
+    """
+    from ._executor import LocalExecutor
+    from ._service import RunService
+
+    path = db_path(db)
+    store = open_store(path)  # first: it creates the database's folder, private
+    if endpoint is not None:
+        jobs_dir = (jobs_dir or path.with_name("jobs")).resolve()
+    executor = LocalExecutor(
+        path,
+        stop_grace=stop_grace,
+        keep_log_lines=keep_log_lines,
+        endpoint=endpoint,
+        jobs_dir=jobs_dir,
+        job_env=job_env,
+        job_token_role=job_token_role,
+        isolate=isolate,
+        job_uids=job_uids,
+    )
+    return RunService(store, executor, session_token=session_token)
