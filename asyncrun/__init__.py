@@ -26,7 +26,7 @@ from ._core.errors import (
     ValidationError,
     WaitTimeout,
 )
-from ._core.records import LogLine, Metadata, State, Status, Transition
+from ._core.records import LogLine, Metadata, Project, State, Status, Transition
 from ._core.records import Run as RunRecord
 from ._core.summary import MetricSummary
 from ._job import current_run
@@ -53,6 +53,7 @@ __all__ = [
     "MetricsNotLoaded",
     "NotFound",
     "PayloadTooLarge",
+    "Project",
     "RateLimited",
     "RevisionConflict",
     "Run",

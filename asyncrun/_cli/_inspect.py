@@ -22,7 +22,6 @@ from .._core.refs import short_id_length
 from .._core.states import TERMINAL
 from .._core.summary import MetricSummary
 from ._app import (
-    CliError,
     F,
     client_of,
     command_hint,
@@ -42,7 +41,6 @@ from ._output import (
     table,
     write_json,
 )
-from ._projects import embedded_db, embedded_projects
 from ._resolve import complete_run_ids, resolve_run, resolve_runs
 from ._runs import LogMarks, not_started_note, stream_logs
 from ._views import (
@@ -599,8 +597,7 @@ def _plot(ctx: click.Context, run: Run, key: str, width: int | None, height: int
 def projects_command(ctx: click.Context, quiet: bool) -> None:
     """List the projects that have runs, with how many and when the newest was created.
 
-    The API has no projects endpoint yet: on the embedded backend this reads the database
-    file (read-only); against a server it says so, and you name projects with -p.
+    Against a server, the projects your token covers.
 
     \b
     Examples:
@@ -608,18 +605,12 @@ def projects_command(ctx: click.Context, quiet: bool) -> None:
       for p in $(asyncrun projects -q); do asyncrun -p $p ls --state RUNNING; done
     """
     settings = settings_of(ctx)
-    if settings.endpoint is not None:
-        raise CliError(
-            f"the server at {settings.endpoint} has no projects endpoint: it answers only "
-            "about the projects a command names",
-            hint="name one with -p PROJECT; a token's projects are shown by "
-            "`asyncrun server token list` on the server",
-        )
-    db = embedded_db()
-    found = embedded_projects(db)
+    found = client_of(ctx).projects()
     if not found:
+        where = settings.endpoint or "the embedded backend"
         settings.consoles.err.print(
-            f"no projects yet in {db} (the embedded backend): `asyncrun run` makes one",
+            f"no projects yet on {where} (none your token covers has runs): "
+            "`asyncrun run` makes one",
             style="dim",
             soft_wrap=True,
         )

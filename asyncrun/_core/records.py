@@ -70,6 +70,21 @@ class LogLine:
     text: str
 
 
+@attrs.frozen
+class Project:
+    """A project that has runs.
+
+    Attributes:
+        name: The project's name.
+        runs: How many runs it has.
+        newest: When its newest run was created.
+    """
+
+    name: str
+    runs: int
+    newest: datetime
+
+
 @attrs.define
 class Metadata:
     """Descriptive metadata of a run; ``revision`` drives optimistic concurrency."""

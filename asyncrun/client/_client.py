@@ -21,7 +21,7 @@ from .._core.errors import AsyncRunError, ValidationError
 from .._core.metrics import MAX_BATCH_VALUES
 from .._core.protocol import ACTIONS
 from .._core.query import DEFAULT_LIMIT, Cursor, ListQuery
-from .._core.records import Run, new_run
+from .._core.records import Project, Run, new_run
 from .._core.summary import summarize
 from ._batch import Batcher
 from ._metrics import MetricBuffer, MetricFlusher, unsent_message
@@ -283,6 +283,10 @@ class AsyncClient:
             user=user,
         )
         return await run.save()
+
+    async def projects(self) -> list[Project]:
+        """The projects that have runs, by name (on a server: those the token covers)."""
+        return await self._transport.projects()
 
     async def get_run(self, project: str, id: str) -> AsyncRun:
         """Read a run from the backend.

@@ -362,6 +362,23 @@ class Api:
             end = {"end": True, "error": _error_body(exc)}
         yield _serde.dumps(end) + b"\n"
 
+    async def list_projects(self, request: Request) -> Response:
+        # Only the projects the token covers: a token learns nothing of the others.
+        grant = None
+        if self.auth:
+            grant = self._grant(request)
+            if grant is None:
+                raise AuthError("the token is not valid here (unknown, revoked or mistyped)")
+        visible = (lambda _: True) if grant is None else grant.allows
+        found = await self.service.projects(visible)
+        return _json(
+            {
+                "items": [
+                    {"name": p.name, "runs": p.runs, "newest": p.newest.isoformat()} for p in found
+                ]
+            }
+        )
+
     async def whoami(self, request: Request) -> Response:
         # What the presented token may do, so that a client (the dashboard) shows only that.
         if not self.auth:
@@ -465,6 +482,8 @@ def create_app(
         Route(f"{runs}/{{id}}/{{action}}", api.action, methods=["POST"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/healthz", api.health, methods=["GET"]),
+        # Before DHCore's routes: GET /api/v1/projects is asyncrun's list (POST is DHCore's).
+        Route(f"{API_PREFIX}/projects", api.list_projects, methods=["GET"]),
         *dhcore_routes(api),  # /api/v1/projects[/{name}] and /api/v1/-/{project}/...
         Route(f"{API_PREFIX}/whoami", api.whoami, methods=["GET"]),
         *Dashboard().routes(),  # the web dashboard: GET / and its files under /ui/

@@ -621,6 +621,37 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            f"{API_PREFIX}/projects": {
+                "get": {
+                    "operationId": "listProjects",
+                    "summary": "The projects that have runs, among those the token covers, by "
+                    "name (POST here is DHCore's: see docs/guides/digitalhub.md)",
+                    "responses": {
+                        "200": _json_body(
+                            {
+                                "type": "object",
+                                "required": ["items"],
+                                "properties": {
+                                    "items": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["name", "runs", "newest"],
+                                            "properties": {
+                                                "name": {"type": "string"},
+                                                "runs": {"type": "integer", "minimum": 1},
+                                                "newest": _TIME,
+                                            },
+                                        },
+                                    }
+                                },
+                            },
+                            "The projects",
+                        ),
+                        **_errors(),
+                    },
+                }
+            },
             "/healthz": {
                 "get": {
                     "operationId": "health",

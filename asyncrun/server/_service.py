@@ -28,7 +28,7 @@ from .._core.logs import LogPage, tail_start
 from .._core.metrics import Batch, Mode, Op, Value, check_key, check_value
 from .._core.protocol import MAX_REVISION
 from .._core.query import Changes, ListQuery, cursor_after
-from .._core.records import LogLine, Run, State, Transition, did_you_mean
+from .._core.records import LogLine, Project, Run, State, Transition, did_you_mean
 from .._core.states import TERMINAL, check_action, forward_path, path_to, transition
 from .._core.summary import MAX_INLINE_VALUES, inline_count, metrics_loaded, summarize
 from ._executor import LocalExecutor
@@ -305,6 +305,14 @@ class RunService:
             raise NotFound(
                 f"no run {id!r} in project {project!r}", detail={"project": project, "id": id}
             )
+
+    async def projects(self, visible: Callable[[str], bool] = lambda _: True) -> list[Project]:
+        """The projects that have runs, by name, among those ``visible`` accepts."""
+        return [
+            Project(name, runs, datetime.fromtimestamp(newest / 1e6, UTC))
+            for name, runs, newest in self.store.projects()
+            if visible(name)
+        ]
 
     async def list_runs(self, project: str, query: ListQuery) -> Page:
         """One page of a project's runs matching ``query``, newest first."""

@@ -16,6 +16,7 @@ import sniffio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .._core.query import DEFAULT_LIMIT
+from .._core.records import Project
 from ..client._client import AsyncClient
 from ..client._run import AsyncRun
 from ._hop import Hop
@@ -214,6 +215,10 @@ class Client:
             user=user,
         )
         return run.save()
+
+    def projects(self) -> list[Project]:
+        """The projects that have runs; see ``AsyncClient.projects``."""
+        return self._call(self._async.projects)
 
     def get_run(self, project: str, id: str) -> Run:
         """Read a run from the backend (``NotFound`` if it does not exist)."""

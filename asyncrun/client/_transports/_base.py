@@ -8,7 +8,7 @@ from ..._core.errors import AsyncRunError
 from ..._core.logs import LogPage
 from ..._core.metrics import Batch
 from ..._core.query import Changes, ListQuery, WatchQuery
-from ..._core.records import LogLine, Run
+from ..._core.records import LogLine, Project, Run
 
 
 class AsyncTransport(abc.ABC):
@@ -47,6 +47,10 @@ class AsyncTransport(abc.ABC):
 
     @abc.abstractmethod
     async def delete_run(self, project: str, id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def projects(self) -> list[Project]:
+        """The projects that have runs (those the token covers), by name."""
 
     @abc.abstractmethod
     async def list_runs(self, project: str, query: ListQuery) -> tuple[list[Run], str | None]: ...

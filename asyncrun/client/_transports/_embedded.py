@@ -10,7 +10,7 @@ from ..._core.errors import AsyncRunError, TransportError
 from ..._core.logs import LogPage
 from ..._core.metrics import Batch
 from ..._core.query import Changes, ListQuery, WatchQuery
-from ..._core.records import LogLine, Run
+from ..._core.records import LogLine, Project, Run
 from ...server import db_path as _db_path
 from ...server import open_service
 from ._base import AsyncTransport
@@ -73,6 +73,9 @@ class EmbeddedTransport(AsyncTransport):
 
     async def delete_run(self, project: str, id: str) -> None:
         await self._service.delete(project, id)
+
+    async def projects(self) -> list[Project]:
+        return await self._service.projects()
 
     async def list_runs(self, project: str, query: ListQuery) -> tuple[list[Run], str | None]:
         page = await self._service.list_runs(project, query)

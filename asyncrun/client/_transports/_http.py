@@ -4,6 +4,7 @@ import logging
 import random
 import ssl
 from collections.abc import AsyncGenerator, Callable, Generator, Iterator
+from datetime import datetime
 from typing import Any, Final, Literal, TypeAlias
 
 import anyio
@@ -22,9 +23,9 @@ from ..._core.errors import (
 from ..._core.logs import MAX_OFFSET, LogPage, LogQuery
 from ..._core.metrics import Batch, decode_value
 from ..._core.polling import Backoff
-from ..._core.protocol import etag, runs_path
+from ..._core.protocol import API_PREFIX, etag, runs_path
 from ..._core.query import Changes, HistoryQuery, ListQuery, WatchQuery
-from ..._core.records import LogLine, Run
+from ..._core.records import LogLine, Project, Run
 from ._base import AsyncTransport
 
 log = logging.getLogger("asyncrun")
@@ -295,6 +296,13 @@ class HTTPTransport(AsyncTransport):
             else:
                 results.append(error)
         return results
+
+    async def projects(self) -> list[Project]:
+        response = await self._send("GET", f"{API_PREFIX}/projects", retry="idempotent")
+        return [
+            Project(p["name"], p["runs"], datetime.fromisoformat(p["newest"]))
+            for p in _serde.loads(response.content)["items"]
+        ]
 
     async def get_run(self, project: str, id: str) -> Run:
         response = await self._send("GET", runs_path(project, id), retry="idempotent")

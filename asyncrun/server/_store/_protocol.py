@@ -119,6 +119,10 @@ class Store(Protocol):
         """Delete a run with its metrics, logs and executions; ``False`` if there was none."""
         ...
 
+    def projects(self) -> list[tuple[str, int, int]]:
+        """Every project that has runs: ``(name, runs, newest created_us)``, by name."""
+        ...
+
     def list_runs(self, project: str, query: ListQuery) -> list[Run]:
         """Runs of a project matching ``query``, newest first, at most ``query.limit + 1``."""
         ...

@@ -456,6 +456,13 @@ class SQLiteStore:
                 _feed.record_deletion(db, project, id, self._next_seq(db), time.time_ns() // 1000)
             return cursor.rowcount == 1
 
+    def projects(self) -> list[tuple[str, int, int]]:
+        """Every project that has runs: ``(name, runs, newest created_us)``, by name."""
+        rows = self._db.execute(
+            "SELECT project, COUNT(*), MAX(created_us) FROM runs GROUP BY project ORDER BY project"
+        ).fetchall()
+        return [(str(name), int(count), int(newest)) for name, count, newest in rows]
+
     def list_runs(self, project: str, query: ListQuery) -> list[Run]:
         """Runs of a project matching ``query``, newest first, at most ``query.limit + 1``.
 
