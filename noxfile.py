@@ -80,6 +80,20 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def bench_growth(session: nox.Session) -> None:
+    """Growth factors (10x runs, 10x history, 10x waits); rewrite benchmarks/RESULTS.md.
+
+    Writes benchmarks/results/growth.json. Arguments after ``--`` go to run.py (e.g.
+    ``--scale 0.1``).
+    """
+    session.install("-e", ".[server]")
+    session.run(
+        "python", "benchmarks/run.py", "--out", "growth", *session.posargs,
+        env={"PYTHONHASHSEED": "0"},
+    )  # fmt: skip
+
+
+@nox.session(python=PYTHON)
 def bench_peers(session: nox.Session) -> None:
     """Run asyncrun and MLflow 3.x on the same workloads; regenerate benchmarks/RESULTS.md.
 

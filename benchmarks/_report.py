@@ -461,6 +461,22 @@ def _floors_section(latest: dict[str, Any] | None) -> str:
     )
 
 
+def _growth_section(growth: dict[str, Any] | None) -> str:
+    head = "## Growth factors (`nox -s bench_growth`)\n\n"
+    if growth is None:
+        return head + "Not measured yet: run `nox -s bench_growth`.\n\n"
+    meta = growth["meta"]
+    scale = "" if meta.get("scale", 1.0) == 1.0 else f", workload sizes x{meta['scale']}"
+    return (
+        head + f"Produced by `{meta.get('command', 'nox -s bench_growth')}` on {meta['date']} "
+        f"({_tree_text(meta)}; Python {meta['python']}, {meta['machine']}{scale}). Each row "
+        "sets the cost at a large size against the cost at a small one, measured in the same "
+        "run: the ratio is the growth factor, near 1 where the answer does not grow with the "
+        "work. Raw numbers: `benchmarks/results/growth.json`.\n\n"
+        f"{floors_table(growth['results'])}\n\n"
+    )
+
+
 def _repetitions(n: int) -> str:
     return f"{n} repetition{'s' if n != 1 else ''}"
 
@@ -510,6 +526,7 @@ def render(benchmarks: Path = HERE) -> str:
         f"{_flags_section(latest, peers)}"
         f"{_peers_section(peers)}"
         f"{_floors_section(latest)}"
+        f"{_growth_section(_load(benchmarks / 'results' / 'growth.json'))}"
         f"{_goals_section(latest, peers)}"
         "<!-- From here on: benchmarks/ANALYSIS.md, hand-written (edit it there); its figures "
         "are filled in from the results. -->\n\n"

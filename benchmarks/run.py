@@ -34,17 +34,27 @@ MODULES = {
     "growth": bench_growth,
     "feed": bench_feed,
 }
+GROWTH = ("history", "growth", "feed")
+"""Modules whose rows set a large size against a small one (growth factors): their session is
+``nox -s bench_growth`` (``--out growth``), so that each session's file holds one kind of row."""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply workload sizes")
     parser.add_argument("--no-write", action="store_true", help="print only; write no files")
+    parser.add_argument(
+        "--out", choices=["latest", "growth"], default="latest", help="results/<OUT>.json"
+    )
     parser.add_argument("only", nargs="*", choices=[*MODULES, []], help="modules to run")
     args = parser.parse_args()
+    growth = args.out == "growth"
+    chosen = [
+        name for name in MODULES if (name in args.only if args.only else (name in GROWTH) == growth)
+    ]
     results = []
     for name, module in MODULES.items():
-        if args.only and name not in args.only:
+        if name not in chosen:
             continue
         print(f"running {name} ...", file=sys.stderr)
         results += module.run(args.scale)
@@ -57,15 +67,14 @@ def main() -> None:
         "machine": platform.machine(),
         "scale": args.scale,
         "repeats": REPEATS,
-        "modules": [name for name in MODULES if not args.only or name in args.only],
-        "command": "nox -s bench",
+        "modules": chosen,
+        "command": "nox -s bench_growth" if growth else "nox -s bench",
         "tree": _report.tree(),
     }
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "latest.json").write_text(
-        json.dumps({"meta": meta, "results": results}, indent=2)
-    )
-    print(f"wrote {HERE / 'results' / 'latest.json'} and {_report.write()}", file=sys.stderr)
+    out = HERE / "results" / f"{args.out}.json"
+    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    print(f"wrote {out} and {_report.write()}", file=sys.stderr)
 
 
 if __name__ == "__main__":

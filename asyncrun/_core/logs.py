@@ -136,13 +136,7 @@ class LogQuery:
         Raises:
             ValidationError: naming the parameter that is wrong and what it accepts.
         """
-        _check_int("offset", offset, 0, MAX_OFFSET)
-        if limit is not None:
-            _check_int("limit", limit, 1, MAX_LIMIT)
-        if tail is not None:
-            _check_int("tail", tail, 0, MAX_OFFSET)
-            if offset:
-                raise _bad("tail", "pass offset or tail, not both")
+        _check_read(offset, tail, limit, low_limit=1, high=MAX_LIMIT, high_tail=MAX_OFFSET)
         return cls(offset, limit, tail, follow)
 
     @classmethod
@@ -188,11 +182,23 @@ def check_read(offset: int, tail: int | None, limit: int | None) -> None:
     Raises:
         ValidationError: naming the argument that is wrong and what it accepts.
     """
+    _check_read(offset, tail, limit, low_limit=0, high=None, high_tail=None)
+
+
+def _check_read(
+    offset: int,
+    tail: int | None,
+    limit: int | None,
+    *,
+    low_limit: int,
+    high: int | None,
+    high_tail: int | None,
+) -> None:
     _check_int("offset", offset, 0, MAX_OFFSET)
     if limit is not None:
-        _check_int("limit", limit, 0, None)
+        _check_int("limit", limit, low_limit, high)
     if tail is not None:
-        _check_int("tail", tail, 0, None)
+        _check_int("tail", tail, 0, high_tail)
         if offset:
             raise _bad("tail", "pass offset or tail, not both")
 

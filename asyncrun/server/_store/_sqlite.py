@@ -131,6 +131,13 @@ def _from_us(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1_000_000, UTC)
 
 
+def _require_run(db: sqlite3.Connection, project: str, id: str) -> None:
+    """Raise NotFound unless the run exists (inside the caller's transaction)."""
+    sql = "SELECT 1 FROM runs WHERE project = ? AND id = ?"
+    if db.execute(sql, (project, id)).fetchone() is None:
+        raise _not_found(project, id)
+
+
 def _not_found(project: str, id: str) -> NotFound:
     return NotFound(f"no run {id!r} in project {project!r}", detail={"project": project, "id": id})
 
@@ -316,11 +323,7 @@ class SQLiteStore:
             SequenceGap: if an earlier batch of this writer is missing.
         """
         with self._write() as db:
-            exists = db.execute(
-                "SELECT 1 FROM runs WHERE project = ? AND id = ?", (project, id)
-            ).fetchone()
-            if exists is None:
-                raise _not_found(project, id)
+            _require_run(db, project, id)
             return _metrics.apply_batch(db, project, id, writer, seq, ops)
 
     def apply_metric_ops(self, project: str, id: str, ops: list[Op]) -> list[str]:
@@ -335,11 +338,7 @@ class SQLiteStore:
             NotFound: if there is no such run.
         """
         with self._write() as db:
-            exists = db.execute(
-                "SELECT 1 FROM runs WHERE project = ? AND id = ?", (project, id)
-            ).fetchone()
-            if exists is None:
-                raise _not_found(project, id)
+            _require_run(db, project, id)
             return _metrics.apply_ops(db, project, id, ops)
 
     def _update(self, db: sqlite3.Connection, run: Run, expected_revision: int) -> bool:
