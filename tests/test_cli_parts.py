@@ -237,3 +237,17 @@ def test_what_ran() -> None:
     assert what_ran("other+kind", {}) == "other+kind"
     assert truncate("a  b\nc", 10) == "a b c"
     assert truncate("abcdefghijkl", 5) == "abcd…"
+
+
+def test_the_servers_socket_says_it_is_tcp_so_asyncio_turns_nagle_off() -> None:
+    # With proto 0, asyncio leaves Nagle on for accepted connections and every answer of
+    # `asyncrun server` waited ~40 ms for a delayed ACK (found by nox -s bench_growth).
+    import socket
+
+    from asyncrun._cli._server import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()

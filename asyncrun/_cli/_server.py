@@ -226,7 +226,10 @@ def _bind(host: str, port: int) -> socket.socket:
     """
     where = f"{_host_in_url(host)}:{port}"
     # As uvicorn binds: IPv6 for an address with a colon, else IPv4 (localhost: 127.0.0.1).
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP named, not 0: asyncio turns Nagle off (TCP_NODELAY) only on connections of a
+    # socket that says it is TCP; with Nagle on, every answer waited 40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
