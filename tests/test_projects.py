@@ -38,7 +38,7 @@ def test_a_token_sees_only_its_projects(tmp_path: Path) -> None:
             assert [p.name for p in client.projects()] == ["alpha", "beta"]
         with asyncrun.Client(server.url, token=alpha) as client:
             assert [p.name for p in client.projects()] == ["alpha"]
-        refused = httpx.get(f"{server.url}/api/v1/projects")
+        refused = httpx.get(f"{server.url}/api/v1/projects:list")
         assert refused.status_code == 401
         shown = cli(
             "projects", "-q", env={"ASYNCRUN_ENDPOINT": server.url, "ASYNCRUN_TOKEN": alpha}

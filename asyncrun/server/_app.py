@@ -482,8 +482,8 @@ def create_app(
         Route(f"{runs}/{{id}}/{{action}}", api.action, methods=["POST"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/healthz", api.health, methods=["GET"]),
-        # Before DHCore's routes: GET /api/v1/projects is asyncrun's list (POST is DHCore's).
-        Route(f"{API_PREFIX}/projects", api.list_projects, methods=["GET"]),
+        # /api/v1/projects itself is DHCore's (the SDK's project documents): a custom method.
+        Route(f"{API_PREFIX}/projects:list", api.list_projects, methods=["GET"]),
         *dhcore_routes(api),  # /api/v1/projects[/{name}] and /api/v1/-/{project}/...
         Route(f"{API_PREFIX}/whoami", api.whoami, methods=["GET"]),
         *Dashboard().routes(),  # the web dashboard: GET / and its files under /ui/

@@ -621,11 +621,11 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
-            f"{API_PREFIX}/projects": {
+            f"{API_PREFIX}/projects:list": {
                 "get": {
                     "operationId": "listProjects",
                     "summary": "The projects that have runs, among those the token covers, by "
-                    "name (POST here is DHCore's: see docs/guides/digitalhub.md)",
+                    "name (/api/v1/projects itself is DHCore's: see docs/guides/digitalhub.md)",
                     "responses": {
                         "200": _json_body(
                             {

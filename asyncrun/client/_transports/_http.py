@@ -298,7 +298,7 @@ class HTTPTransport(AsyncTransport):
         return results
 
     async def projects(self) -> list[Project]:
-        response = await self._send("GET", f"{API_PREFIX}/projects", retry="idempotent")
+        response = await self._send("GET", f"{API_PREFIX}/projects:list", retry="idempotent")
         return [
             Project(p["name"], p["runs"], datetime.fromisoformat(p["newest"]))
             for p in _serde.loads(response.content)["items"]
