@@ -7,6 +7,7 @@ per session; each test gets its own project so tests never see each other's runs
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -21,6 +22,12 @@ import httpx
 import pytest
 
 import asyncrun
+
+# A test run started in the background (``cmd &`` in a script) inherits SIGINT ignored, and an
+# ignored signal stays ignored across exec: the commands the Ctrl-C tests interrupt would never
+# see it. A handler, unlike SIG_IGN, is reset to the default in every child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(params=["asyncio", "trio"])
