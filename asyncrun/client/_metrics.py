@@ -9,7 +9,6 @@ so a retry is never applied twice and nothing acknowledged is ever resent differ
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections import deque
 from typing import Any, Final
@@ -19,6 +18,7 @@ import anyio
 from .._core.errors import AsyncRunError, TransportError
 from .._core.metrics import Batch, Op, Value, compact_per_run, size, split
 from .._core.polling import Backoff
+from ._random import jitter
 from ._transports._base import AsyncTransport
 
 log = logging.getLogger("asyncrun")
@@ -193,7 +193,7 @@ class MetricFlusher:
             try:
                 _, ignored = await self.transport.log_metrics(run[0], run[1], batch)
             except TransportError as exc:
-                delay = _BACKOFF.delay(attempt, random.random(), exc.retry_after)
+                delay = _BACKOFF.delay(attempt, jitter(), exc.retry_after)
                 attempt += 1
                 if deadline is not None and anyio.current_time() + delay > deadline:
                     self._stalled[run] = exc

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import tempfile
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
@@ -20,6 +19,7 @@ from .._core.metrics import MetricType, Number, check_key, check_value, ops_of_l
 from .._core.polling import Backoff
 from .._core.records import LogLine, Run, check_names
 from .._core.summary import MAX_HISTORY_PAGE, metrics_loaded
+from ._random import jitter
 from ._record_view import RecordView
 from ._watch import mark_deleted
 
@@ -430,7 +430,7 @@ class AsyncRun(RecordView):
                         f"the log stream of run {self.id!r} broke at offset {offset} and could "
                         f"not be resumed within {RESUME_WITHIN:g} s: {exc}"
                     ) from exc
-                await anyio.sleep(Backoff().delay(attempt, random.random()))
+                await anyio.sleep(Backoff().delay(attempt, jitter()))
                 attempt += 1
 
     async def delete(self) -> None:

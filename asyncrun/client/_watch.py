@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any
@@ -14,6 +13,7 @@ from .._core.polling import Backoff
 from .._core.query import MAX_WATCH_IDS, WatchQuery
 from .._core.records import Run, State, Transition
 from .._core.states import TERMINAL
+from ._random import jitter
 from ._transports._base import AsyncTransport
 
 log = logging.getLogger("asyncrun")
@@ -127,7 +127,7 @@ class Watcher:
                     try:
                         changes = await self._transport.watch(project, query)
                     except TransportError as exc:
-                        delay = self._backoff.delay(attempt, random.random(), exc.retry_after)
+                        delay = self._backoff.delay(attempt, jitter(), exc.retry_after)
                         attempt += 1
                         log.warning("watching runs failed (%s); retrying in %.2fs", exc, delay)
                         await anyio.sleep(delay)

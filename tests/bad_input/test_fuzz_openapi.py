@@ -120,7 +120,9 @@ def _disarm(value: Any) -> Any:
 def _cap_timeout(holder: Any) -> None:
     if not isinstance(holder, dict):
         return
-    timeout = holder.get("timeout")
+    # Left out, a watch may be held for the default 20 s: as long as the request timeout. A
+    # feed watch with nothing fresh is held the whole of it in a quiet project.
+    timeout = holder.setdefault("timeout", WATCH_TIMEOUT_CAP)
     if (
         isinstance(timeout, int | float)
         and not isinstance(timeout, bool)

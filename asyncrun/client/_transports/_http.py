@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import ssl
 from collections.abc import AsyncGenerator, Callable, Generator, Iterator
 from datetime import datetime
@@ -26,6 +25,7 @@ from ..._core.polling import Backoff
 from ..._core.protocol import API_PREFIX, etag, runs_path
 from ..._core.query import Changes, HistoryQuery, ListQuery, WatchQuery
 from ..._core.records import LogLine, Project, Run
+from .._random import jitter
 from ._base import AsyncTransport
 
 log = logging.getLogger("asyncrun")
@@ -188,7 +188,7 @@ class HTTPTransport(AsyncTransport):
                 response = await self._once(method, path, params, content, headers, timeout, stream)
             except TransportError as exc:
                 unsent = isinstance(exc.__cause__, _UNSENT)
-                delay = _BACKOFF.delay(attempt - 1, random.random(), exc.retry_after)
+                delay = _BACKOFF.delay(attempt - 1, jitter(), exc.retry_after)
                 allowed = retry == "idempotent" or (retry == "unsent" and unsent)
                 allowed = allowed and not _tls_refused(exc)  # a bad certificate stays bad
                 allowed = allowed and not isinstance(exc, CorruptRecord)  # so does a bad record
