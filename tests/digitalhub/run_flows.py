@@ -55,7 +55,7 @@ def main() -> int:
         db = root / "server" / "runs.sqlite3"
         asyncrun = [args.asyncrun_python, "-m", "asyncrun"]
         made = subprocess.run(
-            [*asyncrun, "server", "token", "create", "--db", str(db), "--role", "run",
+            [*asyncrun, "server", "token", "create", "--db", str(db), "--create", "--role", "run",
              "--project", "demo", "--project", "demo-local"],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
