@@ -32,7 +32,8 @@ from _harness import REPEATS, free_port, process
 import asyncrun
 from asyncrun._config import DB_FILENAME
 from asyncrun.server._service import RunService
-from asyncrun.server._store._sqlite import SQLiteStore
+from asyncrun.server._store._sqlite import SQLiteDriver, open_sqlite
+from asyncrun.server._store._sqlstore import SQLStore, finish
 
 RARE = 10
 TAIL = 100
@@ -49,8 +50,10 @@ def _record(project: str, i: int, rare: bool) -> dict[str, Any]:
     }
 
 
-async def _fill(store: SQLiteStore, runs: list[int], lines: list[int]) -> None:
+async def _fill(store: SQLStore, runs: list[int], lines: list[int]) -> None:
     service = RunService(store)
+    assert isinstance(store.driver, SQLiteDriver)
+    db = store.driver.db
     for n in runs:
         project = f"runs{n}"
         rare = set(range(0, n, n // RARE))  # spread over the project's history
@@ -63,19 +66,19 @@ async def _fill(store: SQLiteStore, runs: list[int], lines: list[int]) -> None:
             return attrs.evolve(run, status=attrs.evolve(run.status, state=state))
 
         for i in rare:
-            store.modify(project, f"r{i:07}", completed)
+            await store.modify(project, f"r{i:07}", completed)
     for n in lines:
         await service.create("logs", {**_record("logs", n, False), "id": f"l{n}"})
         for start in range(0, n, 100_000):
-            store._db.execute("BEGIN")
-            store._db.executemany(
+            db.execute("BEGIN")
+            db.executemany(
                 "INSERT INTO logs VALUES ('logs', ?, ?, 'stdout', 0, ?)",
                 [
                     (f"l{n}", i, f"line {i} {'x' * 60}")
                     for i in range(start, min(n, start + 100_000))
                 ],
             )
-            store._db.execute("COMMIT")
+            db.execute("COMMIT")
 
 
 CALLS = 200
@@ -157,9 +160,9 @@ def run(scale: float) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as home:
         db = Path(home) / DB_FILENAME
-        store = SQLiteStore(db)
+        store = open_sqlite(db)
         anyio.run(_fill, store, runs, lines)
-        store.close()
+        finish(store.aclose())
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         argv = [sys.executable, "-m", "asyncrun", "server", "--port", str(port), "--db", str(db),

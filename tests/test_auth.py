@@ -161,7 +161,7 @@ async def test_a_job_gets_its_own_token_which_ends_with_it(
         assert run.metrics["step"] == list(range(50))
     listing = cli("server", "token", "list", "--db", str(secured.db))
     assert "job token" not in listing.stdout
-    from asyncrun.server._store._sqlite import SQLiteStore
+    from _stores import SQLiteStore
 
     store = SQLiteStore(secured.db)
     try:

@@ -24,10 +24,11 @@ from starlette.routing import Route
 from asyncrun import kinds
 from asyncrun._core.protocol import API_PREFIX
 from asyncrun._core.query import MAX_IDS
+from asyncrun.server import open_store
 from asyncrun.server._app import create_app
 from asyncrun.server._openapi import openapi_document
 from asyncrun.server._service import RunService
-from asyncrun.server._store._sqlite import SQLiteStore
+from asyncrun.server._store._sqlstore import finish
 
 KIND = "test+record"  # not a registered kind: only the record's own rules apply to its spec
 assert kinds.get(KIND) is None
@@ -728,7 +729,7 @@ def _dhcore_path(path: str) -> bool:
 
 @pytest.fixture
 def app_routes(tmp_path: Path) -> Iterator[list[tuple[str, str]]]:
-    service = RunService(SQLiteStore(tmp_path / "openapi.sqlite3"))
+    service = RunService(open_store(tmp_path / "openapi.sqlite3"))
     try:
         app = create_app(service)
         pairs = []
@@ -744,7 +745,7 @@ def app_routes(tmp_path: Path) -> Iterator[list[tuple[str, str]]]:
             pairs += [(route.path, m.lower()) for m in sorted(route.methods or ()) if m != "HEAD"]
         yield pairs
     finally:
-        service.close()
+        finish(service.aclose())
 
 
 def test_openapi_is_served(http: httpx.Client) -> None:

@@ -12,13 +12,13 @@ from typing import Any
 
 import attrs
 import pytest
+from _stores import SQLiteStore
 
 import asyncrun
 from asyncrun._core.query import ListQuery, cursor_after
 from asyncrun._core.records import Run, State
 from asyncrun.server._service import RunService
 from asyncrun.server._store import _sqlite
-from asyncrun.server._store._sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -74,7 +74,7 @@ async def populate(service: RunService, project: str, n: int) -> None:
         return attrs.evolve(run, status=attrs.evolve(run.status, state=State.COMPLETED))
 
     for i in range(RARE):
-        service.store.modify(project, f"rare{i:06}", completed)
+        await service.store.modify(project, f"rare{i:06}", completed)
 
 
 def plan_of(store: SQLiteStore, project: str, filters: dict[str, Any]) -> tuple[list[str], int]:
@@ -106,7 +106,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[int, SQLiteStore]:
     made = {}
     for n in (1_000, 10_000):
         store = SQLiteStore(tmp_path_factory.mktemp("indexes") / f"runs{n}.sqlite3")
-        anyio.run(populate, RunService(store), "p", n)
+        anyio.run(populate, RunService(store.store), "p", n)
         made[n] = store
     return made
 

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from _stores import SQLiteStore
 from test_cli import Cli, backend_env
 
 import asyncrun
@@ -18,7 +19,6 @@ from asyncrun import _serde
 from asyncrun._core import logs
 from asyncrun._core.protocol import runs_path
 from asyncrun.server._service import RunService
-from asyncrun.server._store._sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -84,7 +84,7 @@ async def test_pages_and_followed_batches_of_the_store_are_bounded_by_bytes(
     async with asyncrun.AsyncClient(home=tmp_path / "home", context=tmp_path) as client:
         run = await long_run(client, "p")
         service = client._transport._service  # type: ignore[attr-defined]
-        page = service.store.read_logs("p", run.id, 0, 10_000)
+        page = await service.store.read_logs("p", run.id, 0, 10_000)
         assert 1 < len(page) < LONG
         assert json_size(page) <= logs.PAGE_BUDGET
         batches = []
@@ -279,7 +279,7 @@ def vm_steps(store: SQLiteStore) -> list[int]:
 
 async def test_a_tail_costs_the_same_whatever_the_length_of_the_log(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "runs.sqlite3")
-    service = RunService(store)
+    service = RunService(store.store)
     steps = {}
     for n in (1_000, 50_000):
         id_ = f"r{n}"
@@ -307,7 +307,7 @@ async def test_a_tail_costs_the_same_whatever_the_length_of_the_log(tmp_path: Pa
 
 async def test_a_tail_of_a_trimmed_log_starts_at_its_oldest_kept_line(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "runs.sqlite3")
-    service = RunService(store)
+    service = RunService(store.store)
     record = {"kind": "command+job", "id": "r", "project": "p", "metadata": {"project": "p"}}
     await service.create("p", {**record, "spec": {"command": ["true"]}})
     # What --max-log-lines leaves: the oldest lines dropped, offsets never reused.

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from _stores import SQLiteStore
 from conftest import ServerProcess
 
 import asyncrun
@@ -22,7 +23,7 @@ from asyncrun import _config
 from asyncrun._core.query import ListQuery
 from asyncrun._core.summary import MAX_HISTORY_PAGE, MAX_INLINE_VALUES, MetricSummary
 from asyncrun.server._store import _metrics
-from asyncrun.server._store._sqlite import MIGRATIONS, SQLiteStore
+from asyncrun.server._store._sqlite import MIGRATIONS
 
 BIG = MAX_INLINE_VALUES + 25_000  # more than a single answer carries inline
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import anyio
 import pytest
+from _stores import SQLiteStore
 from conftest import ServerProcess, job_spec, wait_for
 
 import asyncrun
 from asyncrun.server._executor import LocalExecutor
-from asyncrun.server._store._sqlite import SQLiteStore
 
 
 def _metrics_job(client: asyncrun.Client, project: str) -> asyncrun.Run:

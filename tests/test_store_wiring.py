@@ -22,23 +22,23 @@ from conftest import cli, free_port
 import asyncrun
 from asyncrun import server
 from asyncrun._core.auth import READ, Grant
-from asyncrun.server import RunService, Store, default_db_path, open_service, open_store
-from asyncrun.server._store._sqlite import SQLiteStore
+from asyncrun.server import Blocking, RunService, Store, default_db_path, open_service, open_store
+from asyncrun.server._store._sqlstore import SQLStore, finish
 
 # -- the interface ------------------------------------------------------------------------
 
 
-def test_sqlite_store_satisfies_the_store_protocol() -> None:
-    # Statically, mypy checks ``_: type[Store] = SQLiteStore`` in _sqlite; here, every method
-    # of the Protocol exists on SQLiteStore with the same parameters.
+def test_sql_store_satisfies_the_store_protocol() -> None:
+    # Statically, mypy checks ``_: type[Store] = SQLStore`` in _sqlstore; here, every method
+    # of the Protocol exists on SQLStore with the same parameters.
     assert getattr(Store, "_is_protocol", False)
     members = {
         name for name, value in vars(Store).items() if callable(value) and not name.startswith("_")
     }
     assert {"insert", "modify", "changes", "current_seq", "token", "append_logs"} <= members
     for name in members:
-        implemented = getattr(SQLiteStore, name, None)
-        assert implemented is not None, f"SQLiteStore has no {name}()"
+        implemented = getattr(SQLStore, name, None)
+        assert implemented is not None, f"SQLStore has no {name}()"
         wanted = inspect.signature(getattr(Store, name)).parameters
         got = inspect.signature(implemented).parameters
         assert list(wanted) == list(got), name
@@ -55,7 +55,7 @@ def test_the_service_uses_only_the_store_protocol() -> None:
     members = {name for name in vars(Store) if not name.startswith("_")}
     for path in [*root.glob("_*.py"), *root.glob("_dhcore/*.py")]:
         text = path.read_text(encoding="utf-8")
-        for name in re.findall(r"\bstore\.([a-z_]+)\(", text):
+        for name in re.findall(r"\bstore\.([a-z_]+)\b", text):
             assert name in members, f"{path.name} calls store.{name}(), not in Store"
 
 
@@ -69,37 +69,37 @@ def test_public_face_of_asyncrun_server() -> None:
 def test_open_service_is_typed_against_store(tmp_path: Path) -> None:
     service = open_service(tmp_path / "db" / "runs.sqlite3")
     try:
-        assert isinstance(service.store, SQLiteStore)
+        assert isinstance(service.store, SQLStore)
         assert service.executor is not None
         assert service.executor.db_path == (tmp_path / "db" / "runs.sqlite3").resolve()
         assert service.executor.endpoint is None
         assert service.executor.jobs_dir is None
     finally:
-        service.close()
+        finish(service.aclose())
     served = open_service(tmp_path / "s.sqlite3", endpoint="http://127.0.0.1:1")
     try:
         assert served.executor is not None
         assert served.executor.jobs_dir == (tmp_path / "jobs").resolve()
     finally:
-        served.close()
+        finish(served.aclose())
 
 
 def test_session_token_replaces_the_stored_ones(tmp_path: Path) -> None:
     stored = Grant("a" * 16, READ, frozenset({"p"}))
     only = Grant("b" * 16, READ, frozenset({"*"}))
-    store = open_store(tmp_path / "t.sqlite3")
-    store.add_token(stored, b"digest-a")
-    store.close()
+    call = Blocking(open_store(tmp_path / "t.sqlite3"))
+    call(call.store.add_token, stored, b"digest-a")
+    call.close()
     plain = open_service(tmp_path / "t.sqlite3")
     ui = open_service(tmp_path / "t.sqlite3", session_token=(only, b"digest-b"))
     try:
-        assert plain.token(stored.token_id) == (stored, b"digest-a")
-        assert plain.token(only.token_id) is None
-        assert ui.token(only.token_id) == (only, b"digest-b")
-        assert ui.token(stored.token_id) is None
+        assert finish(plain.token(stored.token_id)) == (stored, b"digest-a")
+        assert finish(plain.token(only.token_id)) is None
+        assert finish(ui.token(only.token_id)) == (only, b"digest-b")
+        assert finish(ui.token(stored.token_id)) is None
     finally:
-        plain.close()
-        ui.close()
+        finish(plain.aclose())
+        finish(ui.aclose())
 
 
 # -- one default database -----------------------------------------------------------------
@@ -168,7 +168,9 @@ def test_embedded_server_tokens_and_ui_open_the_same_default_database(
     listed = cli("server", "token", "list")
     assert listed.returncode == 0, listed.stderr
     assert token.removeprefix("art_").split("_")[0] in listed.stdout
-    assert SQLiteStore(expected).tokens(), "the token is in the default database"
+    call = Blocking(open_store(expected))
+    assert call(call.store.tokens), "the token is in the default database"
+    call.close()
 
     # `asyncrun server` with no --db serves that file: the run is there, the token works.
     port = free_port()

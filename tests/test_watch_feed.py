@@ -122,8 +122,7 @@ async def test_a_run_deleted_and_created_again_wakes_only_the_old_waits(
 
 
 def test_the_feed_reports_deletions_and_pages_many_changes(tmp_path: Any) -> None:
-    from asyncrun.server._store import _feed
-    from asyncrun.server._store._sqlite import SQLiteStore
+    from _stores import SQLiteStore
 
     with asyncrun.Client(home=tmp_path) as client:
         runs = [client.new_run("p", "test+record") for _ in range(5)]
@@ -140,7 +139,7 @@ def test_the_feed_reports_deletions_and_pages_many_changes(tmp_path: Any) -> Non
         assert store.changes("p", (), changes.seq, feed=True).runs == []
         everything = store.changes("p", (), 0, feed=True)
         assert {r.id for r in everything.runs} == {r.id for r in runs[1:]}
-        limited, more = _feed.read(store._db, "p", 0, limit=2)
+        limited, more = store.feed("p", 0, 2)
         assert len(limited) == 2
         assert more
     finally:

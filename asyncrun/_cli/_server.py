@@ -28,7 +28,8 @@ from .._core.errors import ValidationError
 from ..server._procs import DEFAULT_UIDS
 
 if TYPE_CHECKING:
-    from ..server import Store
+    from ..server import Blocking
+    from ..server._store._tokens import TokenInfo
 
 
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -184,14 +185,13 @@ def server(
         isolate=isolate_jobs,
         job_uids=uids,
     )
-    store = service.store
     if isolate_jobs:
         # Isolated jobs must reach their folders under it; every file in it stays 0600.
         os.chmod(db_path.parent, 0o711)
     click.echo(f"asyncrun server listening on {scheme}://{_host_in_url(host)}:{port}", err=True)
     _warn_about_power(no_auth, isolate_jobs, host, port)
     if not no_auth:
-        tokens = [info for info in store.tokens() if info.run is None]
+        tokens = _user_tokens(_store(db_path, create=True)[0])
         click.echo(
             f"authentication is on: {len(tokens)} token(s) in {db_path}; create one with "
             f"`asyncrun server token create --db {db_path} --project NAME --role run`",
@@ -297,14 +297,22 @@ _DB_OPTION = click.option(
 )
 
 
-def _store(db: Path | None, *, create: bool = False) -> tuple[Store, Path]:
+def _user_tokens(call: Blocking) -> list[TokenInfo]:
+    """The tokens made by ``token create`` (not the jobs' own); closes the store."""
+    try:
+        return [info for info in call(call.store.tokens) if info.run is None]
+    finally:
+        call.close()
+
+
+def _store(db: Path | None, *, create: bool = False) -> tuple[Blocking, Path]:
     """The server's database and its path; a missing file is an error unless ``create``.
 
     Raises:
         click.ClickException: if the file does not exist and may not be created, naming
             the path looked at.
     """
-    from ..server import db_path, open_store
+    from ..server import Blocking, db_path, open_store
 
     path = db_path(db)
     if not create and not path.exists():
@@ -313,7 +321,7 @@ def _store(db: Path | None, *, create: bool = False) -> tuple[Store, Path]:
             f"no database at {path} ({given}): give the server's database with --db "
             "(relative paths start from the current folder), or start the server on it first"
         )
-    return open_store(path), path
+    return Blocking(open_store(path)), path
 
 
 @server.group()
@@ -374,9 +382,11 @@ def token_create(
         role, allowed = check_grant(role, list(projects))
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from None
-    store, _ = _store(db, create=create_db)
+    call, _ = _store(db, create=create_db)
     token_id, token = make_token(secrets.token_bytes(40))
-    store.add_token(Grant(token_id, role, allowed), secret_hash(token), description=description)
+    grant = Grant(token_id, role, allowed)
+    call(call.store.add_token, grant, secret_hash(token), description=description)
+    call.close()
     click.echo(f"token {token_id}: {role} on {', '.join(sorted(allowed))} (shown only once)")
     click.echo(token)
 
@@ -390,8 +400,8 @@ def token_list(db: Path | None) -> None:
     Example:
       asyncrun server token list --db runs.sqlite3
     """
-    store, path = _store(db)
-    tokens = [info for info in store.tokens() if info.run is None]  # not the jobs' own
+    call, path = _store(db)
+    tokens = _user_tokens(call)
     if not tokens:
         click.echo(
             f"no tokens in {path}; create one with `asyncrun server token create "
@@ -418,6 +428,10 @@ def token_revoke(db: Path | None, token_id: str) -> None:
     Example:
       asyncrun server token revoke --db runs.sqlite3 0123456789abcdef
     """
-    if not _store(db)[0].revoke_token(token_id):
-        raise click.ClickException(f"no token with id {token_id!r}")
+    call = _store(db)[0]
+    try:
+        if not call(call.store.revoke_token, token_id):
+            raise click.ClickException(f"no token with id {token_id!r}")
+    finally:
+        call.close()
     click.echo(f"token {token_id} revoked")

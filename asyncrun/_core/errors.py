@@ -141,6 +141,18 @@ class ServerStopping(TransportError):
     status_code = 503
 
 
+class StoreUnavailable(TransportError):
+    """The server cannot reach its database right now: nothing of the request was stored.
+
+    It answers 503 with ``Retry-After``; the client's retries carry the request across a
+    database restart.
+    """
+
+    code = "store_unavailable"
+    status_code = 503
+    retry_after = 1.0
+
+
 class StorageFull(ServerError):
     """The backend's disk is full: nothing of the request was stored; free space and retry."""
 
@@ -190,6 +202,7 @@ _BY_CODE: dict[str, type[AsyncRunError]] = {
         RateLimited,
         ServerError,
         ServerStopping,
+        StoreUnavailable,
         StorageFull,
         CorruptRecord,
         WaitTimeout,

@@ -6,18 +6,28 @@ Importing :mod:`asyncrun.server` needs only the core dependencies; the ASGI app 
 The public face is how a backend is opened: :func:`open_service` puts the store, the executor
 and the service together (the embedded client and the CLI use it), :func:`open_store` opens
 the store alone, and :func:`default_db_path` is where the embedded backend's database is.
-:class:`Store` is the interface the service is written against.
+:class:`Store` is the interface the service is written against; its methods are async, and
+:class:`Blocking` calls them from synchronous code.
 """
 
 from typing import TYPE_CHECKING, Any
 
 from ._factory import db_path, default_db_path, open_service, open_store
 from ._store._protocol import Store
+from ._store._sqlstore import Blocking
 
 if TYPE_CHECKING:
     from ._service import RunService
 
-__all__ = ["RunService", "Store", "db_path", "default_db_path", "open_service", "open_store"]
+__all__ = [
+    "Blocking",
+    "RunService",
+    "Store",
+    "db_path",
+    "default_db_path",
+    "open_service",
+    "open_store",
+]
 
 
 def __getattr__(name: str) -> Any:

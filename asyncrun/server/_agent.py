@@ -56,8 +56,8 @@ from ..kinds import Outcome
 from . import _launching, _procs
 from ._procs import MARKER, killpg
 from ._store._execution import Execution, Ident
-from ._store._protocol import Store
-from ._store._sqlite import SQLiteStore
+from ._store._sqlite import open_sqlite
+from ._store._sqlstore import Blocking
 
 POLL = 0.01
 """Seconds between two looks at the store for new executions and stop requests."""
@@ -133,7 +133,8 @@ class Agent:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.db = Path(args.db)
-        self.store: Store = SQLiteStore(self.db)  # the agent of one SQLite file (flock)
+        self.store = open_sqlite(self.db)  # the agent of one SQLite file (flock)
+        self.call = Blocking(self.store)
         self.selector = selectors.DefaultSelector()
         self.jobs: dict[tuple[str, str], Job] = {}
         self.pending: dict[Ident, list[tuple[str, int, str]]] = {}
@@ -232,13 +233,13 @@ class Agent:
     def try_exit(self) -> bool:
         # Release first, then look once more: a launch that saw the lock held is seen here.
         self.release()
-        if not self.store.open_executions(unstarted=True):
+        if not self.call(self.store.open_executions, unstarted=True):
             return True
         return not self.acquire()
 
     def recover(self) -> None:
         """Executions started by a previous agent that died: their jobs are lost."""
-        for execution in self.store.open_executions():
+        for execution in self.call(self.store.open_executions):
             if execution.pid is None:
                 continue
             # No agent reads its output any more: end all that is left of it.
@@ -254,15 +255,15 @@ class Agent:
                 return move(r, State.ERROR, message=LOST)
 
             self._modify(execution.project, execution.id, lose, execution)
-            self.store.end_execution(execution.ident)
+            self.call(self.store.end_execution, execution.ident)
 
     def poll_store(self, now: float) -> None:
-        for execution in self.store.open_executions(unstarted=True):
+        for execution in self.call(self.store.open_executions, unstarted=True):
             if (execution.project, execution.id) not in self.jobs:
                 self.start(execution)
         if not self.jobs:
             return
-        stopping = self.store.ids_in_state(State.STOP)
+        stopping = self.call(self.store.ids_in_state, State.STOP)
         for key, job in self.jobs.items():
             if key in stopping or self.terminating:
                 job.stop_requested = True
@@ -278,7 +279,9 @@ class Agent:
         self, project: str, id: str, change: Callable[[Run], Run], of: Execution | None = None
     ) -> Run | None:
         try:
-            return self.store.modify(project, id, change, of=None if of is None else of.ident)
+            return self.call(
+                self.store.modify, project, id, change, of=None if of is None else of.ident
+            )
         except NotFound:
             return None  # deleted meanwhile
 
@@ -300,7 +303,8 @@ class Agent:
         # hash is stored; the token itself lives in the job's environment.
         token_id, token = make_token(secrets.token_bytes(40))
         grant = Grant(token_id, role, frozenset({execution.project}))
-        self.store.add_token(
+        self.call(
+            self.store.add_token,
             grant,
             secret_hash(token),
             description="job token",
@@ -312,17 +316,17 @@ class Agent:
         self._modify(
             execution.project, execution.id, lambda r: move(r, State.ERROR, message=message)
         )
-        self.store.end_execution(execution.ident)
+        self.call(self.store.end_execution, execution.ident)
 
     def start(self, execution: Execution) -> None:
         project, id_ = execution.project, execution.id
-        run = self.store.get(project, id_)
+        run = self.call(self.store.get, project, id_)
         if run is None or run.status.state is not State.READY:
             if run is not None and run.status.state is State.STOP:
                 self._modify(
                     project, id_, lambda r: move(r, State.STOPPED, message="stopped"), execution
                 )
-            self.store.end_execution(execution.ident)
+            self.call(self.store.end_execution, execution.ident)
             return
         # Executions asked for by an asyncrun before launches were recorded: the base only.
         launch = execution.launch or _launch.capture(os.environ, sys.executable)
@@ -373,7 +377,7 @@ class Agent:
         except psutil.Error:
             started = 0.0  # already gone: it is reaped below like any other
         try:
-            self.store.set_execution_pid(execution.ident, proc.pid, started, uid)
+            self.call(self.store.set_execution_pid, execution.ident, proc.pid, started, uid)
         except StorageFull:
             # Unrecorded, the job would be started again: end it, the start is retried.
             killpg(proc.pid, signal.SIGKILL)
@@ -446,7 +450,7 @@ class Agent:
 
     def flush_logs(self) -> None:
         if self.pending:
-            self.store.append_logs(self.pending, self.args.keep_lines)
+            self.call(self.store.append_logs, self.pending, self.args.keep_lines)
             self.pending = {}
         self.last_flush = time.monotonic()
 
@@ -504,7 +508,7 @@ class Agent:
             self._modify(
                 project, id_, lambda r: move(r, State.ERROR, message=message), job.execution
             )
-        self.store.end_execution(job.execution.ident)
+        self.call(self.store.end_execution, job.execution.ident)
         shutil.rmtree(job.scratch, ignore_errors=True)
         del self.jobs[job.key]
 

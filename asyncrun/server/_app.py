@@ -97,7 +97,7 @@ class Api:
         self.max_body_bytes = max_body_bytes
         self.auth = auth
 
-    def _names(self, request: Request, need: str | None = None) -> tuple[str, str | None]:
+    async def _names(self, request: Request, need: str | None = None) -> tuple[str, str | None]:
         """The project and run id of the path, once the request may act on that project.
 
         ``need`` is the role the operation needs; by default ``read`` for GET, HEAD and
@@ -107,7 +107,7 @@ class Api:
         learns anything without a token; then the project's grant (403), the same answer
         whether the run exists or not.
         """
-        grant = self._grant(request) if self.auth else None
+        grant = await self._grant(request) if self.auth else None
         raw_path = request.scope.get("raw_path", b"").lower()
         if b"%2f" in raw_path:
             # The router split the decoded path: an encoded '/' would address another run.
@@ -136,13 +136,13 @@ class Api:
             authorize(grant, project, need)
         return names
 
-    def _recheck(self, request: Request, project: str) -> Callable[[], None] | None:
+    def _recheck(self, request: Request, project: str) -> Callable[[], Awaitable[None]] | None:
         """What a held request (a log follow, a watch) calls to learn its token was revoked."""
         if not self.auth:
             return None
 
-        def check() -> None:
-            grant = self._grant(request)
+        async def check() -> None:
+            grant = await self._grant(request)
             if grant is None:
                 raise AuthError(
                     "the token of this request was revoked while it was open; "
@@ -152,9 +152,9 @@ class Api:
 
         return check
 
-    def _grant(self, request: Request) -> Grant | None:
+    async def _grant(self, request: Request) -> Grant | None:
         token_id, token = token_id_of(request.headers.get("authorization"))
-        found = self.service.token(token_id)
+        found = await self.service.token(token_id)
         if found is None or not matches(token, found[1]):
             return None
         return found[0]
@@ -186,18 +186,18 @@ class Api:
             detail={"limit": self.max_body_bytes},
         )
 
-    def _record(self, run: Run, status_code: int = 200) -> Response:
+    async def _record(self, run: Run, status_code: int = 200) -> Response:
         # A read of one run carries its metrics when they are small; lists, watches, saves and
         # actions carry only their summaries, so their cost never follows a history.
-        return _run_response(self.service.with_metrics(run), status_code)
+        return _run_response(await self.service.with_metrics(run), status_code)
 
     async def create_run(self, request: Request) -> Response:
-        project, _ = self._names(request)
+        project, _ = await self._names(request)
         run = await self.service.create(project, await self._body(request))
-        return self._record(run, 201)
+        return await self._record(run, 201)
 
     async def create_runs(self, request: Request) -> Response:
-        project, _ = self._names(request)
+        project, _ = await self._names(request)
         items = parse_batch_create(await self._body(request))
         results = await self.service.create_many(project, items)
         return _json(
@@ -210,7 +210,7 @@ class Api:
         )
 
     async def list_runs(self, request: Request) -> Response:
-        project, _ = self._names(request)
+        project, _ = await self._names(request)
         params = request.query_params
         query = ListQuery.from_params({key: params.getlist(key) for key in params})
         page = await self.service.list_runs(project, query)
@@ -219,12 +219,12 @@ class Api:
         )
 
     async def get_run(self, request: Request) -> Response:
-        project, id_ = self._names(request)
+        project, id_ = await self._names(request)
         assert id_ is not None
-        return self._record(await self.service.get(project, id_))
+        return await self._record(await self.service.get(project, id_))
 
     async def metric_history(self, request: Request) -> Response:
-        project, id_ = self._names(request)
+        project, id_ = await self._names(request)
         assert id_ is not None
         params = request.query_params
         query = HistoryQuery.from_params({key: params.getlist(key) for key in params})
@@ -241,20 +241,20 @@ class Api:
         )
 
     async def update_run(self, request: Request) -> Response:
-        project, id_ = self._names(request)
+        project, id_ = await self._names(request)
         assert id_ is not None
         revision = parse_if_match(request.headers.get("if-match"))
         run = await self.service.update(project, id_, await self._body(request), revision)
         return _run_response(run)
 
     async def delete_run(self, request: Request) -> Response:
-        project, id_ = self._names(request)
+        project, id_ = await self._names(request)
         assert id_ is not None
         await self.service.delete(project, id_)
         return Response(status_code=204)
 
     async def patch_status(self, request: Request) -> Response:
-        project, id_ = self._names(request)
+        project, id_ = await self._names(request)
         assert id_ is not None
         batch = Batch.from_wire(await self._body(request))
         result = await self.service.apply_metrics(project, id_, batch)
@@ -263,7 +263,7 @@ class Api:
     async def action(self, request: Request) -> Response:
         name = request.path_params["action"]
         # Starting and resuming execute code on this machine: a power of its own.
-        project, id_ = self._names(request, RUN if name in ("run", "resume") else WRITE)
+        project, id_ = await self._names(request, RUN if name in ("run", "resume") else WRITE)
         assert id_ is not None
         act = {"run": self.service.run, "stop": self.service.stop, "resume": self.service.resume}
         if name not in act:
@@ -272,7 +272,7 @@ class Api:
 
     async def batch_action(self, request: Request) -> Response:
         name = request.url.path.rsplit(":batch", 1)[1].lower()
-        project, _ = self._names(request, RUN if name in ("run", "resume") else WRITE)
+        project, _ = await self._names(request, RUN if name in ("run", "resume") else WRITE)
         ids = parse_batch_action(await self._body(request))
         results = await self.service.act_many(project, name, ids)
         return _json(
@@ -285,7 +285,7 @@ class Api:
         )
 
     async def watch(self, request: Request) -> Response:
-        project, _ = self._names(request)
+        project, _ = await self._names(request)
         if request.method == "POST":
             body = await self._body(request)
             if not isinstance(body, dict):
@@ -322,7 +322,7 @@ class Api:
         )
 
     async def logs(self, request: Request) -> Response:
-        project, id_ = self._names(request)
+        project, id_ = await self._names(request)
         assert id_ is not None
         params = request.query_params
         query = LogQuery.from_params({key: params.getlist(key) for key in params})
@@ -343,7 +343,7 @@ class Api:
         return StreamingResponse(stream, media_type=_NDJSON)
 
     async def _stream(
-        self, project: str, id_: str, offset: int, check: Callable[[], None] | None
+        self, project: str, id_: str, offset: int, check: Callable[[], Awaitable[None]] | None
     ) -> AsyncIterator[bytes]:
         # One chunk per batch the store had ready; the last line is the end marker, so a client
         # can tell a finished stream from a broken connection.
@@ -366,7 +366,7 @@ class Api:
         # Only the projects the token covers: a token learns nothing of the others.
         grant = None
         if self.auth:
-            grant = self._grant(request)
+            grant = await self._grant(request)
             if grant is None:
                 raise AuthError("the token is not valid here (unknown, revoked or mistyped)")
         visible = (lambda _: True) if grant is None else grant.allows
@@ -383,7 +383,7 @@ class Api:
         # What the presented token may do, so that a client (the dashboard) shows only that.
         if not self.auth:
             return _json({"role": RUN, "projects": [ALL_PROJECTS], "token_id": None})
-        grant = self._grant(request)
+        grant = await self._grant(request)
         if grant is None:
             raise AuthError("the token is not valid here (unknown, revoked or mistyped)")
         return _json(
@@ -402,6 +402,8 @@ async def _asyncrun_error(request: Request, exc: Exception) -> Response:
     response = _error(exc.status_code, exc.code, exc.message, exc.detail)
     if exc.status_code == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="asyncrun"'
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     return response
 
 
@@ -464,7 +466,7 @@ def create_app(
                 yield
                 tasks.cancel_scope.cancel()
         finally:
-            service.close()
+            await service.aclose()
 
     routes = [
         # runs:watch first: "{project}/runs:watch" must not be read as a run id.

@@ -20,7 +20,7 @@ from ._procs import DEFAULT_UIDS
 
 if TYPE_CHECKING:
     from ._service import RunService
-    from ._store._protocol import Store
+    from ._store._sqlstore import SQLStore
 
 
 def default_db_path(home: str | Path | None = None) -> Path:
@@ -38,11 +38,14 @@ def db_path(db: str | Path | None = None) -> Path:
     return Path(db).resolve() if db is not None else default_db_path()
 
 
-def open_store(db: str | Path | None = None) -> Store:
-    """Open (creating and migrating if needed) the store in ``db`` or the default database."""
-    from ._store._sqlite import SQLiteStore
+def open_store(db: str | Path | None = None) -> SQLStore:
+    """Open (creating and migrating if needed) the store in ``db`` or the default database.
 
-    return SQLiteStore(db_path(db))
+    Its methods are async; synchronous code calls them through :class:`Blocking`.
+    """
+    from ._store._sqlite import open_sqlite
+
+    return open_sqlite(db_path(db))
 
 
 def open_service(

@@ -7,7 +7,7 @@ watches live here.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -37,8 +37,9 @@ from ._store._protocol import Store
 
 log = logging.getLogger("asyncrun.server")
 
-WATCH_POLL: Final = 0.01
-"""Seconds between two looks at the change sequence while a watch or a log follow waits."""
+HOLD_CHECK: Final = 0.1
+"""Longest a held watch or log follow waits for a change before it looks again (is the server
+stopping, was its token revoked?). SQLite's store wakes it every poll interval anyway."""
 REAP_EVERY: Final = 1.0
 """Seconds between two checks, during a watch, that an agent serves unfinished runs."""
 LOG_PAGE: Final = 5000
@@ -116,12 +117,12 @@ class RunService:
         self.stopping = False
         self.session_token = session_token
 
-    def token(self, token_id: str) -> tuple[Grant, bytes] | None:
+    async def token(self, token_id: str) -> tuple[Grant, bytes] | None:
         """The grant and secret digest of a token the service accepts, or ``None``."""
         if self.session_token is not None:
             only = self.session_token
             return only if token_id == only[0].token_id else None
-        return self.store.token(token_id)
+        return await self.store.token(token_id)
 
     def stop_streams(self) -> None:
         """End every open log follow and held watch soon: the server is shutting down.
@@ -132,9 +133,9 @@ class RunService:
         """
         self.stopping = True
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         """Release the store."""
-        self.store.close()
+        await self.store.aclose()
 
     # -- records --------------------------------------------------------------------------
 
@@ -146,7 +147,7 @@ class RunService:
             AlreadyExists: if the id is taken.
         """
         run = self._new(project, data, self.clock())
-        self.store.insert(run)
+        await self.store.insert(run)
         return run
 
     async def create_many(self, project: str, items: Sequence[Any]) -> list[Run | AsyncRunError]:
@@ -162,7 +163,7 @@ class RunService:
                 results.append(self._new(project, data, now))
             except AsyncRunError as exc:
                 results.append(exc)
-        errors = iter(self.store.insert_many([r for r in results if isinstance(r, Run)]))
+        errors = iter(await self.store.insert_many([r for r in results if isinstance(r, Run)]))
         return [(next(errors) or r) if isinstance(r, Run) else r for r in results]
 
     @staticmethod
@@ -194,14 +195,14 @@ class RunService:
         Raises:
             NotFound: if there is no such run.
         """
-        run = self.store.get(project, id)
+        run = await self.store.get(project, id)
         if run is None:
             raise NotFound(
                 f"no run {id!r} in project {project!r}", detail={"project": project, "id": id}
             )
         return run
 
-    def with_metrics(self, run: Run) -> Run:
+    async def with_metrics(self, run: Run) -> Run:
         """``run`` with its full metrics, if they are at most ``MAX_INLINE_VALUES`` values.
 
         Above that the record keeps only its summaries: each key's history is then read in
@@ -210,7 +211,7 @@ class RunService:
         summary = run.status.metric_summary
         if metrics_loaded(run.status.metrics, summary) or inline_count(summary) > MAX_INLINE_VALUES:
             return run  # a created run holds what it was sent
-        metrics = self.store.metrics(run.project, run.id)
+        metrics = await self.store.metrics(run.project, run.id)
         return attrs.evolve(run, status=attrs.evolve(run.status, metrics=metrics))
 
     async def metric_history(
@@ -223,7 +224,7 @@ class RunService:
         Raises:
             NotFound: if there is no such run, or it has no such key.
         """
-        values = self.store.metric_history(project, id, key, offset, limit)
+        values = await self.store.metric_history(project, id, key, offset, limit)
         if values is None:
             await self.get(project, id)  # no run: say so
             raise NotFound(
@@ -289,7 +290,7 @@ class RunService:
             extra=extra,
         )
         run = attrs.evolve(incoming, metadata=metadata, status=status)
-        self.store.replace(run, expected)
+        await self.store.replace(run, expected)
         return run
 
     async def delete(self, project: str, id: str) -> None:
@@ -298,10 +299,10 @@ class RunService:
         Raises:
             NotFound: if there is no such run.
         """
-        execution = self.store.latest_execution(project, id)
+        execution = await self.store.latest_execution(project, id)
         if execution is not None and self.executor is not None:
             self.executor.kill(execution)
-        if not self.store.delete(project, id):
+        if not await self.store.delete(project, id):
             raise NotFound(
                 f"no run {id!r} in project {project!r}", detail={"project": project, "id": id}
             )
@@ -310,13 +311,13 @@ class RunService:
         """The projects that have runs, by name, among those ``visible`` accepts."""
         return [
             Project(name, runs, datetime.fromtimestamp(newest / 1e6, UTC))
-            for name, runs, newest in self.store.projects()
+            for name, runs, newest in await self.store.projects()
             if visible(name)
         ]
 
     async def list_runs(self, project: str, query: ListQuery) -> Page:
         """One page of a project's runs matching ``query``, newest first."""
-        runs = self.store.list_runs(project, query)
+        runs = await self.store.list_runs(project, query)
         if len(runs) > query.limit:
             runs = runs[: query.limit]
             return Page(runs, cursor_after(runs[-1]).encode())
@@ -390,7 +391,7 @@ class RunService:
             changes.append((id, self._change(action, target)))
         # How it starts is decided now, by whoever asked (see asyncrun._core.launch).
         launch = None if action == "stop" or self.executor is None else self.executor.launch()
-        changed = self.store.modify_many(project, changes, execute=launch)
+        changed = await self.store.modify_many(project, changes, execute=launch)
         for i, result in zip(todo, changed, strict=True):
             results[i] = result
         if action == "stop":
@@ -436,7 +437,7 @@ class RunService:
                 return self._move(run, State.ERROR, message=message)
 
             started = [(r.id, fail) for r in results if isinstance(r, Run)]
-            changed = iter(self.store.modify_many(project, started))
+            changed = iter(await self.store.modify_many(project, started))
             for i, result in enumerate(results):
                 if isinstance(result, Run):
                     results[i] = next(changed)
@@ -452,7 +453,7 @@ class RunService:
             NotFound: if there is no such run.
             InvalidTransition: if the server executes this run (its state is the server's).
         """
-        if self.store.latest_execution(project, id) is not None:
+        if await self.store.latest_execution(project, id) is not None:
             raise InvalidTransition(
                 f"run {id!r} is executed by this server: only the server changes its state",
                 detail={"project": project, "id": id},
@@ -465,7 +466,7 @@ class RunService:
             return self._move(run, *states, message=message)
 
         try:
-            return self.store.modify(project, id, change)
+            return await self.store.modify(project, id, change)
         except _Unchanged:
             return await self.get(project, id)
 
@@ -475,7 +476,7 @@ class RunService:
         A new agent starts pending executions and marks runs whose job died with a previous
         agent as ERROR (or STOPPED when they were being stopped): no run stays RUNNING forever.
         """
-        if self.executor is not None and self.store.open_executions():
+        if self.executor is not None and await self.store.open_executions():
             await self.executor.ensure_agent()
 
     async def supervise(self, every: float = SUPERVISE_EVERY) -> None:
@@ -504,7 +505,7 @@ class RunService:
             NotFound: if there is no such run.
             SequenceGap: if an earlier batch of the same writer is missing.
         """
-        return self.store.apply_metric_batch(project, id, batch.writer, batch.seq, batch.ops)
+        return await self.store.apply_metric_batch(project, id, batch.writer, batch.seq, batch.ops)
 
     async def put_metric(self, project: str, id: str, key: str, value: object) -> None:
         """Make one metric key hold exactly ``value`` (a number, or a list of numbers).
@@ -528,11 +529,11 @@ class RunService:
         if isinstance(checked, list) and summary is not None and not summary.single:
             count = summary.count
             if 0 < count <= len(checked):
-                held = self.store.metric_history(project, id, key, 0, count)
+                held = await self.store.metric_history(project, id, key, 0, count)
                 prefix = checked[:count]
                 if held == prefix and list(map(type, held)) == list(map(type, prefix)):
                     op = Op(key, Mode.APPEND, checked[count:])
-        self.store.apply_metric_ops(project, id, [op])
+        await self.store.apply_metric_ops(project, id, [op])
 
     # -- watch and logs -------------------------------------------------------------------
 
@@ -543,7 +544,7 @@ class RunService:
         since: int | None,
         timeout: float,
         fresh: Sequence[str] = (),
-        check: Callable[[], None] | None = None,
+        check: Callable[[], Awaitable[None]] | None = None,
         *,
         feed: bool = False,
     ) -> Changes:
@@ -566,7 +567,8 @@ class RunService:
         deadline = anyio.current_time() + timeout
         next_reap = anyio.current_time() + REAP_EVERY
         while True:
-            changes = self.store.changes(project, ids, since, fresh, feed=feed)
+            ticket = self.store.change_ticket()  # before the read: no change falls in between
+            changes = await self.store.changes(project, ids, since, fresh, feed=feed)
             if (
                 changes.runs
                 or changes.missing
@@ -575,13 +577,17 @@ class RunService:
             ):
                 return changes
             since = changes.seq
-            seq = changes.seq
-            while self.store.current_seq() == seq and anyio.current_time() < deadline:
+            while anyio.current_time() < deadline:
                 if self.stopping:
                     return changes
                 if check is not None:
-                    check()
-                await anyio.sleep(WATCH_POLL)
+                    await check()
+                await self.store.wait_change(
+                    ticket, min(HOLD_CHECK, deadline - anyio.current_time())
+                )
+                ticket = self.store.change_ticket()
+                if await self.store.current_seq() != since:
+                    break
                 if anyio.current_time() >= next_reap:
                     next_reap = anyio.current_time() + REAP_EVERY
                     await self.reap_lost()
@@ -600,9 +606,9 @@ class RunService:
             NotFound: if there is no such run.
         """
         await self.get(project, id)
-        first, end = self.store.log_bounds(project, id)
+        first, end = await self.store.log_bounds(project, id)
         start = offset if tail is None else tail_start(first, end, tail)
-        lines = self.store.read_logs(project, id, start, limit, before=end)
+        lines = await self.store.read_logs(project, id, start, limit, before=end)
         return LogPage(lines, lines[-1].offset + 1 if lines else start, end)
 
     async def tail_offset(self, project: str, id: str, tail: int) -> int:
@@ -612,10 +618,10 @@ class RunService:
             NotFound: if there is no such run.
         """
         await self.get(project, id)
-        return tail_start(*self.store.log_bounds(project, id), tail)
+        return tail_start(*await self.store.log_bounds(project, id), tail)
 
     async def follow_logs(
-        self, project: str, id: str, offset: int, check: Callable[[], None] | None = None
+        self, project: str, id: str, offset: int, check: Callable[[], Awaitable[None]] | None = None
     ) -> AsyncGenerator[list[LogLine], None]:
         """Every log line from ``offset`` on as it is written, in batches.
 
@@ -639,9 +645,10 @@ class RunService:
             if self.stopping:
                 raise ServerStopping("the server is shutting down; resume from the last offset")
             if check is not None:
-                check()
+                await check()
+            ticket = self.store.change_ticket()  # before the reads: no line falls in between
             run = await self.get(project, id)  # the state first, then the lines: no line is missed
-            lines = self.store.read_logs(project, id, offset, LOG_PAGE)
+            lines = await self.store.read_logs(project, id, offset, LOG_PAGE)
             if lines:
                 yield lines
                 last_sent = anyio.current_time()
@@ -652,12 +659,4 @@ class RunService:
             if anyio.current_time() - last_sent >= HEARTBEAT:
                 yield []  # a quiet job's stream proves it is alive: clients keep read timeouts
                 last_sent = anyio.current_time()
-            seq = self.store.current_seq()
-            for _ in range(10):
-                await anyio.sleep(WATCH_POLL)
-                if (
-                    self.stopping
-                    or self.store.read_logs(project, id, offset, 1)
-                    or self.store.current_seq() != seq
-                ):
-                    break
+            await self.store.wait_change(ticket, HOLD_CHECK)

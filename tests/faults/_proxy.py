@@ -363,7 +363,8 @@ class FaultProxy:
     ``stop()``. ``plan`` may be replaced at any time, from any thread.
 
     Args:
-        upstream_port: The port to forward to.
+        upstream_port: The port to forward to; several (replicas): each new upstream
+            connection goes to the next one that accepts it, in turn.
         upstream_host: The host to forward to.
         plan: The faults to inject (none by default).
         seed: Seed of the random draws (faults and delays).
@@ -371,13 +372,16 @@ class FaultProxy:
 
     def __init__(
         self,
-        upstream_port: int,
+        upstream_port: int | Sequence[int],
         upstream_host: str = "127.0.0.1",
         *,
         plan: FaultPlan | None = None,
         seed: int = 0,
     ) -> None:
-        self.upstream = (upstream_host, upstream_port)
+        ports = [upstream_port] if isinstance(upstream_port, int) else list(upstream_port)
+        self.upstreams = [(upstream_host, port) for port in ports]
+        self.upstream = self.upstreams[0]
+        self._next_upstream = 0
         self.host = "127.0.0.1"
         self.port = 0
         self._plan = plan or FaultPlan()
@@ -653,16 +657,23 @@ class FaultProxy:
         return True
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Stream | None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            async with asyncio.timeout(5):
-                await loop.sock_connect(sock, self.upstream)
-        except (OSError, TimeoutError):
-            sock.close()
-            return None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return _Stream(loop, sock)
+        # Like a load balancer in front of replicas: each new upstream connection goes to the
+        # next upstream in turn, skipping those that refuse it.
+        for _ in range(len(self.upstreams)):
+            with self._lock:
+                address = self.upstreams[self._next_upstream % len(self.upstreams)]
+                self._next_upstream += 1
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                async with asyncio.timeout(5):
+                    await loop.sock_connect(sock, address)
+            except (OSError, TimeoutError):
+                sock.close()
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return _Stream(loop, sock)
+        return None
 
     async def _relay_response(
         self,

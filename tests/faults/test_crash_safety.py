@@ -14,11 +14,11 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 import pytest
+from _stores import SQLiteStore
 from conftest import ServerProcess
 
 import asyncrun
 from asyncrun._core.query import ListQuery
-from asyncrun.server._store._sqlite import SQLiteStore
 
 from ._proxy import FORWARDED, FaultProxy, RequestRecord, metric_batches
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import anyio
 import pytest
+from _stores import SQLiteStore
 from conftest import ServerProcess, job_spec
 
 import asyncrun
-from asyncrun.server._store._sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _stores import SQLiteStore
 from conftest import ServerProcess, agent_pids, gone, wait_for
 
 import asyncrun
-from asyncrun.server._store._sqlite import SQLiteStore
 
 # The job starts a child that leaves its process group and its parent (setsid in a subshell
 # that exits: a double fork) and prints its own pid; then the job lives on, or ends.

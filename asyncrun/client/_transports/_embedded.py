@@ -53,7 +53,7 @@ class EmbeddedTransport(AsyncTransport):
         await self._service.reap_lost()
 
     async def create_run(self, project: str, data: dict[str, Any]) -> Run:
-        return self._service.with_metrics(await self._service.create(project, data))
+        return await self._service.with_metrics(await self._service.create(project, data))
 
     async def create_runs(
         self, project: str, items: list[dict[str, Any]]
@@ -61,7 +61,7 @@ class EmbeddedTransport(AsyncTransport):
         return await self._service.create_many(project, items)
 
     async def get_run(self, project: str, id: str) -> Run:
-        return self._service.with_metrics(await self._service.get(project, id))
+        return await self._service.with_metrics(await self._service.get(project, id))
 
     async def metric_history(
         self, project: str, id: str, key: str, offset: int, limit: int
@@ -69,7 +69,9 @@ class EmbeddedTransport(AsyncTransport):
         return await self._service.metric_history(project, id, key, offset, limit)
 
     async def update_run(self, project: str, id: str, data: dict[str, Any], revision: int) -> Run:
-        return self._service.with_metrics(await self._service.update(project, id, data, revision))
+        return await self._service.with_metrics(
+            await self._service.update(project, id, data, revision)
+        )
 
     async def delete_run(self, project: str, id: str) -> None:
         await self._service.delete(project, id)
@@ -108,4 +110,4 @@ class EmbeddedTransport(AsyncTransport):
         return result.applied, result.ignored
 
     async def aclose(self) -> None:
-        self._service.close()
+        await self._service.aclose()

@@ -153,31 +153,31 @@ class DHCore:
             scope["path_params"] = {**request.path_params, "project": project}
         return Request(scope)
 
-    def _names(self, request: Request, need: str, project: str | None = None) -> str:
+    async def _names(self, request: Request, need: str, project: str | None = None) -> str:
         """The project of the request, once its token may act on it with role ``need``."""
-        name, _ = self.api._names(self._as_asyncrun(request, project), need)
+        name, _ = await self.api._names(self._as_asyncrun(request, project), need)
         return name
 
-    def _authenticated(self, request: Request) -> None:
+    async def _authenticated(self, request: Request) -> None:
         """Refuse (401) a request without a valid token, before its body is read."""
-        if self.api.auth and self.api._grant(self._as_asyncrun(request)) is None:
+        if self.api.auth and await self.api._grant(self._as_asyncrun(request)) is None:
             raise AuthError("the token is not valid here (unknown, revoked or mistyped)")
 
-    def _project(self, project: str) -> Document:
-        doc = self.store.document(project, "project", project)
+    async def _project(self, project: str) -> Document:
+        doc = await self.store.document(project, "project", project)
         if doc is None:
             raise dh.no_such("project", f"Create project {project!r} first.")
         return doc
 
-    def _document(self, project: str, type_: str, id_: str) -> Document:
-        self._project(project)
-        doc = self.store.document(project, type_, id_)
+    async def _document(self, project: str, type_: str, id_: str) -> Document:
+        await self._project(project)
+        doc = await self.store.document(project, type_, id_)
         if doc is None:
             raise dh.no_such(type_)
         return doc
 
     async def _run(self, project: str, id_: str) -> Run:
-        self._project(project)
+        await self._project(project)
         try:
             run = await self.service.get(project, id_)
         except NotFound:
@@ -194,54 +194,54 @@ class DHCore:
     # -- projects -------------------------------------------------------------------------
 
     async def get_project(self, request: Request) -> Response:
-        project = self._names(request, READ)
+        project = await self._names(request, READ)
         dh.project_name(project)
-        return _json(self._project(project).body)
+        return _json((await self._project(project)).body)
 
     async def create_project(self, request: Request) -> Response:
-        self._authenticated(request)
+        await self._authenticated(request)
         data = await self.api._body(request)
         name = dh.project_name(data.get("name") if isinstance(data, dict) else None)
-        self._names(request, WRITE, project=name)
+        await self._names(request, WRITE, project=name)
         doc = dh.new_project(data, datetime.now(UTC))
-        if not self.store.insert_document(doc):
+        if not await self.store.insert_document(doc):
             raise dh.duplicated("project", name)
         return _json(doc.body)
 
     # -- functions and tasks --------------------------------------------------------------
 
     async def create_function(self, request: Request) -> Response:
-        project = self._names(request, WRITE)
-        self._project(project)
+        project = await self._names(request, WRITE)
+        await self._project(project)
         doc = dh.new_function(project, await self.api._body(request), datetime.now(UTC))
-        if not self.store.insert_document(doc):
+        if not await self.store.insert_document(doc):
             raise dh.duplicated("function", doc.id)
         return _json(doc.body)
 
     async def get_function(self, request: Request) -> Response:
-        project = self._names(request, READ)
-        return _json(self._document(project, "function", self._id(request)).body)
+        project = await self._names(request, READ)
+        return _json((await self._document(project, "function", self._id(request))).body)
 
     async def create_task(self, request: Request) -> Response:
-        project = self._names(request, WRITE)
-        self._project(project)
+        project = await self._names(request, WRITE)
+        await self._project(project)
         doc, function_id = dh.new_task(project, await self.api._body(request), datetime.now(UTC))
-        self._document(project, "function", function_id)
-        if not self.store.insert_document(doc):
+        await self._document(project, "function", function_id)
+        if not await self.store.insert_document(doc):
             raise dh.duplicated("task", doc.id)
         return _json(doc.body)
 
     async def get_task(self, request: Request) -> Response:
-        project = self._names(request, READ)
-        return _json(self._document(project, "task", self._id(request)).body)
+        project = await self._names(request, READ)
+        return _json((await self._document(project, "task", self._id(request))).body)
 
     async def search_tasks(self, request: Request) -> Response:
-        project = self._names(request, READ)
-        self._project(project)
+        project = await self._names(request, READ)
+        await self._project(project)
         params = request.query_params
         query = dh.page_params({k: params.getlist(k) for k in params}, ("kind", "function"))
         size = query["size"]
-        docs, total = self.store.documents(
+        docs, total = await self.store.documents(
             project,
             "task",
             kind=query.get("kind"),
@@ -254,23 +254,23 @@ class DHCore:
     # -- runs -----------------------------------------------------------------------------
 
     async def create_run(self, request: Request) -> Response:
-        project = self._names(request, WRITE)
-        self._project(project)
+        project = await self._names(request, WRITE)
+        await self._project(project)
         body = dh.run_body(await self.api._body(request), project)
         spec = body.get("spec") or {}
         task_kind, task_id = dh.task_ref(spec.get("task"), project)
         if task_kind != dh.TASK_KIND:
             raise dh.bad(f"asyncrun server runs {dh.TASK_KIND} tasks only, not {task_kind!r}")
-        task = self._document(project, "task", task_id)
+        task = await self._document(project, "task", task_id)
         _, _, function_id = dh.function_ref(spec.get("function"), project)
-        function = self._document(project, "function", function_id)
+        function = await self._document(project, "function", function_id)
         if task.ref != spec["function"]:
             raise dh.bad(f"task {task_id!r} runs {task.ref!r}, not {spec['function']!r}")
         local = bool(spec.get("local_execution", False))
         server_spec = None
         if not local:
             # Executing the function's code on this machine is a power of its own.
-            self._names(request, RUN)
+            await self._names(request, RUN)
             handler, source = dh.source_module(function.body)
             server_spec = {"handler": handler, "modules": {dh.MODULE: source}}
         record = dh.new_run(project, body, server_spec)
@@ -283,11 +283,11 @@ class DHCore:
         return _json(dh.run_view(run))
 
     async def get_run(self, request: Request) -> Response:
-        project = self._names(request, READ)
+        project = await self._names(request, READ)
         return _json(dh.run_view(await self._run(project, self._id(request))))
 
     async def update_run(self, request: Request) -> Response:
-        project = self._names(request, WRITE)
+        project = await self._names(request, WRITE)
         id_ = self._id(request)
         current = await self._run(project, id_)
         body = dh.run_body(await self.api._body(request), project, id_)
@@ -312,7 +312,7 @@ class DHCore:
 
     async def action(self, request: Request) -> Response:
         name = request.path_params["action"]
-        project = self._names(request, RUN if name == "resume" else WRITE)
+        project = await self._names(request, RUN if name == "resume" else WRITE)
         id_ = self._id(request)
         run = await self._run(project, id_)
         if name not in ("stop", "resume"):
@@ -325,7 +325,7 @@ class DHCore:
         return _json(dh.run_view(await act(project, id_)))
 
     async def logs(self, request: Request) -> Response:
-        project = self._names(request, READ)
+        project = await self._names(request, READ)
         id_ = self._id(request)
         run = await self._run(project, id_)
         lines, first, end = await self._log_tail(project, id_)
@@ -356,7 +356,7 @@ class DHCore:
         return lines, first, end
 
     async def metrics(self, request: Request) -> Response:
-        project = self._names(request, READ)
+        project = await self._names(request, READ)
         id_ = self._id(request)
         run = await self._run(project, id_)
         summaries = run.status.metric_summary
@@ -383,7 +383,7 @@ class DHCore:
         return _json(metrics)
 
     async def put_metric(self, request: Request) -> Response:
-        project = self._names(request, WRITE)
+        project = await self._names(request, WRITE)
         id_ = self._id(request)
         await self._run(project, id_)
         value = await self.api._body(request)

@@ -8,11 +8,13 @@ the store's transactions, like the other tables' modules.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any, Final
 
 import attrs
 import orjson
+
+from ._sql import Op as Operation
+from ._sql import q
 
 MIGRATION: Final = (
     """CREATE TABLE documents (
@@ -65,22 +67,27 @@ def _from_row(row: tuple[Any, ...]) -> Document:
     return Document(project, type_, id_, name, kind, ref, created_us, orjson.loads(doc))
 
 
-def insert(db: sqlite3.Connection, doc: Document) -> bool:
+def insert(doc: Document) -> Operation[bool]:
     """Store a new document; ``False`` (nothing written) if its id is taken."""
-    cursor = db.execute(
-        f"INSERT OR IGNORE INTO documents ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (doc.project, doc.type, doc.id, doc.name, doc.kind, doc.ref, doc.created_us,
-         orjson.dumps(doc.body)),
+    inserted = yield q(
+        f"INSERT INTO documents ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT DO NOTHING",
+        doc.project, doc.type, doc.id, doc.name, doc.kind, doc.ref, doc.created_us,
+        orjson.dumps(doc.body),
     )  # fmt: skip
-    return cursor.rowcount == 1
+    return inserted.rowcount == 1
 
 
-def get(db: sqlite3.Connection, project: str, type_: str, id_: str) -> Document | None:
+def get(project: str, type_: str, id_: str) -> Operation[Document | None]:
     """One document, or ``None``."""
-    row = db.execute(
-        f"SELECT {_COLUMNS} FROM documents WHERE project = ? AND type = ? AND id = ?",
-        (project, type_, id_),
-    ).fetchone()
+    row = (
+        yield q(
+            f"SELECT {_COLUMNS} FROM documents WHERE project = ? AND type = ? AND id = ?",
+            project,
+            type_,
+            id_,
+        )
+    ).one()
     return None if row is None else _from_row(row)
 
 
@@ -97,7 +104,6 @@ def _where(
 
 
 def search(
-    db: sqlite3.Connection,
     project: str,
     type_: str,
     *,
@@ -106,13 +112,15 @@ def search(
     name: str | None = None,
     offset: int = 0,
     limit: int = 25,
-) -> tuple[list[Document], int]:
+) -> Operation[tuple[list[Document], int]]:
     """One page of the documents matching every given filter, newest first, and their count."""
     where, args = _where(project, type_, kind, ref, name)
-    total = db.execute(f"SELECT count(*) FROM documents WHERE {where}", args).fetchone()[0]
-    rows = db.execute(
+    total = (yield q(f"SELECT count(*) FROM documents WHERE {where}", *args)).value()
+    rows = yield q(
         f"SELECT {_COLUMNS} FROM documents WHERE {where}"
         " ORDER BY created_us DESC, id LIMIT ? OFFSET ?",
-        [*args, limit, offset],
-    ).fetchall()
+        *args,
+        limit,
+        offset,
+    )
     return [_from_row(row) for row in rows], int(total)

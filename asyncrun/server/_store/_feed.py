@@ -9,8 +9,10 @@ waits on. PostgreSQL's LISTEN/NOTIFY can wake the same loop instead of a poll of
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Final
+
+from ._sql import Op as Operation
+from ._sql import q
 
 MIGRATION: Final = (
     """CREATE TABLE run_deletions (
@@ -29,29 +31,40 @@ FEED_LIMIT: Final = 1000
 """Most changes in one answer; a watcher with more to catch up on asks again at once."""
 
 
-def record_deletion(db: sqlite3.Connection, project: str, id: str, seq: int, now_us: int) -> None:
+def record_deletion(project: str, id: str, seq: int, now_us: int) -> Operation[None]:
     """Leave a tombstone for a deleted run (inside the deleting transaction); drop old ones."""
-    db.execute("INSERT INTO run_deletions VALUES (?, ?, ?, ?)", (project, id, seq, now_us))
-    db.execute("DELETE FROM run_deletions WHERE time_us < ?", (now_us - KEEP_DELETIONS_US,))
+    yield q(
+        "INSERT INTO run_deletions (project, id, seq, time_us) VALUES (?, ?, ?, ?)",
+        project,
+        id,
+        seq,
+        now_us,
+    )
+    yield q("DELETE FROM run_deletions WHERE time_us < ?", now_us - KEEP_DELETIONS_US)
 
 
 def read(
-    db: sqlite3.Connection, project: str, since: int, limit: int = FEED_LIMIT
-) -> tuple[list[tuple[int, str, bytes | None]], bool]:
+    project: str, since: int, limit: int = FEED_LIMIT
+) -> Operation[tuple[list[tuple[int, str, bytes | None]], bool]]:
     """The first ``limit`` changes of a project after ``since``, in order.
 
     Returns:
         ``(seq, id, doc)`` per change (``doc`` is ``None`` for a deletion), and whether more
         changes follow the last one.
     """
-    written = db.execute(
+    written = yield q(
         "SELECT seq, id, doc FROM runs WHERE project = ? AND seq > ? ORDER BY seq LIMIT ?",
-        (project, since, limit + 1),
-    ).fetchall()
-    deleted = db.execute(
+        project,
+        since,
+        limit + 1,
+    )
+    deleted = yield q(
         "SELECT seq, id, NULL FROM run_deletions WHERE project = ? AND seq > ? ORDER BY seq"
         " LIMIT ?",
-        (project, since, limit + 1),
-    ).fetchall()
-    changes = sorted([*written, *deleted])
+        project,
+        since,
+        limit + 1,
+    )
+    changes = sorted([(int(s), str(i), None if d is None else bytes(d)) for s, i, d in
+                      [*written, *deleted]])  # fmt: skip
     return changes[:limit], len(changes) > limit

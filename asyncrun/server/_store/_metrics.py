@@ -27,6 +27,8 @@ from ..._core.metrics import (
     step,
 )
 from ..._core.summary import MetricSummary
+from ._sql import Op as Operation
+from ._sql import many, marks, q
 
 MIGRATION: Final = (
     """CREATE TABLE metric_keys (
@@ -151,16 +153,16 @@ def _unpack_summary(blob: bytes, shape: str) -> MetricSummary:
     return MetricSummary(count, last, low, high, single=shape == Shape.SINGLE.value)
 
 
-def _load_keys(
-    db: sqlite3.Connection, project: str, id: str, keys: Sequence[str]
-) -> dict[str, _Key]:
+def _load_keys(project: str, id: str, keys: Sequence[str]) -> Operation[dict[str, _Key]]:
     found: dict[str, _Key] = {}
     for start in range(0, len(keys), _IN_CHUNK):
         part = keys[start : start + _IN_CHUNK]
-        rows = db.execute(
+        rows = yield q(
             "SELECT key, shape, single, generation, next_chunk, summary FROM metric_keys"
-            f" WHERE project = ? AND id = ? AND key IN ({','.join('?' * len(part))})",
-            (project, id, *part),
+            f" WHERE project = ? AND id = ? AND key IN ({marks(part)})",
+            project,
+            id,
+            *part,
         )
         for key, shape, single, generation, next_chunk, summary in rows:
             value = None if single is None else _unpack(single)[0]  # packed as [v]
@@ -170,10 +172,10 @@ def _load_keys(
     return found
 
 
-def apply_ops(db: sqlite3.Connection, project: str, id: str, ops: Iterable[Op]) -> list[str]:
+def apply_ops(project: str, id: str, ops: Iterable[Op]) -> Operation[list[str]]:
     """Apply operations inside the caller's transaction; returns keys of ignored operations."""
     ops = list(ops)
-    keys = _load_keys(db, project, id, list(dict.fromkeys(op.key for op in ops)))
+    keys = yield from _load_keys(project, id, list(dict.fromkeys(op.key for op in ops)))
     ignored: list[str] = []
     for op in ops:
         state = keys.get(op.key)
@@ -195,62 +197,70 @@ def apply_ops(db: sqlite3.Connection, project: str, id: str, ops: Iterable[Op]) 
             state.pending.extend(effect.extend)
     for key, state in keys.items():
         if state.reset:
-            db.execute(
+            yield q(
                 "DELETE FROM metric_chunks WHERE project = ? AND id = ? AND key = ?"
                 " AND generation < ?",
-                (project, id, key, state.generation),
+                project,
+                id,
+                key,
+                state.generation,
             )
             state.summary = _EMPTY
+        chunks = []
         for start in range(0, len(state.pending), CHUNK_VALUES):
             part = state.pending[start : start + CHUNK_VALUES]
-            db.execute(
-                "INSERT INTO metric_chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    project,
-                    id,
-                    key,
-                    state.generation,
-                    state.next_chunk,
-                    _pack(part),
-                    state.summary.count,
-                    len(part),
-                ),
-            )
+            chunks.append(
+                (project, id, key, state.generation, state.next_chunk, _pack(part),
+                 state.summary.count, len(part))
+            )  # fmt: skip
             state.next_chunk += 1
             state.summary = state.summary.extend(part)
+        if chunks:
+            yield many(
+                "INSERT INTO metric_chunks (project, id, key, generation, chunk, vals, start, n)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                chunks,
+            )
         if state.shape is Shape.SINGLE:
             assert state.single is not None
             state.summary = MetricSummary.of([state.single], single=True)
         if state.reset or state.pending:
             single = None if state.single is None else _pack([state.single])
-            db.execute(
-                "INSERT OR REPLACE INTO metric_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    project,
-                    id,
-                    key,
-                    state.shape.value,
-                    single,
-                    state.generation,
-                    state.next_chunk,
-                    _pack_summary(state.summary),
-                ),
+            yield q(
+                "INSERT INTO metric_keys"
+                " (project, id, key, shape, single, generation, next_chunk, summary)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (project, id, key) DO UPDATE SET"
+                " shape = excluded.shape, single = excluded.single,"
+                " generation = excluded.generation, next_chunk = excluded.next_chunk,"
+                " summary = excluded.summary",
+                project,
+                id,
+                key,
+                state.shape.value,
+                single,
+                state.generation,
+                state.next_chunk,
+                _pack_summary(state.summary),
             )
     return ignored
 
 
 def apply_batch(
-    db: sqlite3.Connection, project: str, id: str, writer: str, seq: int, ops: Sequence[Op]
-) -> BatchResult:
+    project: str, id: str, writer: str, seq: int, ops: Sequence[Op]
+) -> Operation[BatchResult]:
     """Apply one writer's batch exactly once, in order, inside the caller's transaction.
 
     Raises:
         SequenceGap: if ``seq`` is not the writer's next sequence number.
     """
-    row = db.execute(
-        "SELECT last_seq FROM metric_writers WHERE project = ? AND id = ? AND writer = ?",
-        (project, id, writer),
-    ).fetchone()
+    row = (
+        yield q(
+            "SELECT last_seq FROM metric_writers WHERE project = ? AND id = ? AND writer = ?",
+            project,
+            id,
+            writer,
+        )
+    ).one()
     last = 0 if row is None else int(row[0])
     if seq <= last:
         return BatchResult(False, [])  # a retry of a batch already applied
@@ -259,93 +269,109 @@ def apply_batch(
             f"batch {seq} of writer {writer!r} arrived before batch {last + 1}",
             detail={"expected": last + 1, "got": seq},
         )
-    ignored = apply_ops(db, project, id, ops)
-    db.execute(
-        "INSERT OR REPLACE INTO metric_writers VALUES (?, ?, ?, ?)", (project, id, writer, seq)
+    ignored = yield from apply_ops(project, id, ops)
+    yield q(
+        "INSERT INTO metric_writers (project, id, writer, last_seq) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (project, id, writer) DO UPDATE SET last_seq = excluded.last_seq",
+        project,
+        id,
+        writer,
+        seq,
     )
     return BatchResult(True, ignored)
 
 
-def read(db: sqlite3.Connection, project: str, id: str) -> dict[str, Any]:
+def read(project: str, id: str) -> Operation[dict[str, Any]]:
     """The merged metrics of a run: each key's single value, or its whole list."""
-    return read_many(db, project, [id]).get(id, {})
-
-
-def read_many(db: sqlite3.Connection, project: str, ids: list[str]) -> dict[str, dict[str, Any]]:
-    """The metrics of several runs of a project in two queries (runs without any are absent)."""
-    found: dict[str, dict[str, Any]] = {}
-    if not ids:
-        return found
-    among = f"IN ({','.join('?' * len(ids))})"
-    for id, key, shape, single in db.execute(
-        "SELECT id, key, shape, single FROM metric_keys"
-        f" WHERE project = ? AND id {among} ORDER BY id, key",
-        (project, *ids),
-    ):
-        found.setdefault(id, {})[key] = _unpack(single)[0] if shape == Shape.SINGLE.value else []
+    found: dict[str, Any] = {}
+    keys = yield q(
+        "SELECT key, shape, single FROM metric_keys WHERE project = ? AND id = ? ORDER BY key",
+        project,
+        id,
+    )
+    for key, shape, single in keys:
+        found[key] = _unpack(single)[0] if shape == Shape.SINGLE.value else []
     if found:
-        for id, key, vals in db.execute(
-            "SELECT c.id, c.key, c.vals FROM metric_chunks c JOIN metric_keys k"
+        chunks = yield q(
+            "SELECT c.key, c.vals FROM metric_chunks c JOIN metric_keys k"
             " ON k.project = c.project AND k.id = c.id AND k.key = c.key"
             " AND k.generation = c.generation"
-            f" WHERE c.project = ? AND c.id {among} ORDER BY c.id, c.key, c.chunk",
-            (project, *ids),
-        ):
-            found[id][key].extend(_unpack(vals))
+            " WHERE c.project = ? AND c.id = ? ORDER BY c.key, c.chunk",
+            project,
+            id,
+        )
+        for key, vals in chunks:
+            found[key].extend(_unpack(vals))
     return found
 
 
-def summaries(
-    db: sqlite3.Connection, project: str, ids: list[str]
-) -> dict[str, dict[str, MetricSummary]]:
+def summaries(project: str, ids: list[str]) -> Operation[dict[str, dict[str, MetricSummary]]]:
     """Each key's summary for several runs of a project: one query, no values read."""
     found: dict[str, dict[str, MetricSummary]] = {}
     for start in range(0, len(ids), _IN_CHUNK):
         part = ids[start : start + _IN_CHUNK]
-        for id, key, shape, summary in db.execute(
+        rows = yield q(
             "SELECT id, key, shape, summary FROM metric_keys"
-            f" WHERE project = ? AND id IN ({','.join('?' * len(part))}) ORDER BY id, key",
-            (project, *part),
-        ):
+            f" WHERE project = ? AND id IN ({marks(part)}) ORDER BY id, key",
+            project,
+            *part,
+        )
+        for id, key, shape, summary in rows:
             found.setdefault(id, {})[key] = _unpack_summary(summary, shape)
     return found
 
 
 def history(
-    db: sqlite3.Connection, project: str, id: str, key: str, offset: int, limit: int
-) -> list[Number] | None:
+    project: str, id: str, key: str, offset: int, limit: int
+) -> Operation[list[Number] | None]:
     """Up to ``limit`` values of a key's list from ``offset`` on (``None``: no such key).
 
     The chunks holding the page are found by index: a page costs what it holds, wherever it
     is in a history of millions. A single-valued key is a list of one here.
     """
-    row = db.execute(
-        "SELECT shape, single, generation FROM metric_keys"
-        " WHERE project = ? AND id = ? AND key = ?",
-        (project, id, key),
-    ).fetchone()
+    row = (
+        yield q(
+            "SELECT shape, single, generation FROM metric_keys"
+            " WHERE project = ? AND id = ? AND key = ?",
+            project,
+            id,
+            key,
+        )
+    ).one()
     if row is None:
         return None
     shape, single, generation = row
     if shape == Shape.SINGLE.value:
         return list(_unpack(single)[offset : offset + limit])
     where = "project = ? AND id = ? AND key = ? AND generation = ?"
-    first = db.execute(
-        f"SELECT max(start) FROM metric_chunks WHERE {where} AND start <= ?",
-        (project, id, key, generation, offset),
-    ).fetchone()[0]
+    first = (
+        yield q(
+            f"SELECT max(start) FROM metric_chunks WHERE {where} AND start <= ?",
+            project,
+            id,
+            key,
+            generation,
+            offset,
+        )
+    ).value()
     values: list[Number] = []
-    for start, vals in db.execute(
+    chunks = yield q(
         f"SELECT start, vals FROM metric_chunks WHERE {where} AND start >= ? AND start < ?"
         " ORDER BY start",
-        (project, id, key, generation, first or 0, offset + limit),
-    ):
+        project,
+        id,
+        key,
+        generation,
+        first or 0,
+        offset + limit,
+    )
+    for start, vals in chunks:
         chunk = _unpack(vals)
         values += chunk[max(0, offset - start) : offset + limit - start]
     return values
 
 
-def delete(db: sqlite3.Connection, project: str, id: str) -> None:
+def delete(project: str, id: str) -> Operation[None]:
     """Remove every metric row of a run."""
     for table in ("metric_keys", "metric_chunks", "metric_writers"):
-        db.execute(f"DELETE FROM {table} WHERE project = ? AND id = ?", (project, id))
+        yield q(f"DELETE FROM {table} WHERE project = ? AND id = ?", project, id)

@@ -2,13 +2,12 @@
 
 The service (:class:`~asyncrun.server._service.RunService`), the ASGI app and its DHCore
 routes, the agent and the token commands of the CLI call a store only through these methods.
-:class:`~asyncrun.server._store._sqlite.SQLiteStore` implements them (the assertion at the end
-of ``_sqlite`` makes mypy check it); a PostgreSQL store is the next one (issue 15).
+:class:`~asyncrun.server._store._sqlstore.SQLStore` implements them once for SQLite and
+PostgreSQL (the assertion at the end of ``_sqlstore`` makes mypy check it).
 
-The methods are synchronous, as the SQLite store's are: each is one short transaction on a
-local file (well under a millisecond), run on the event loop's thread. A store that talks to a
-server over the network cannot block the loop like that; docs/architecture.md ("Stores")
-describes how this Protocol becomes async when the PostgreSQL store arrives.
+The methods are async: PostgreSQL's store awaits the network. SQLite's answers from a local
+file in well under a millisecond, faster than a thread hop, so its calls finish without
+suspending, on the event loop's thread (and synchronous code can make them: ``_sqlstore``).
 
 Every multi-row change is atomic: it is written whole or not at all, and a reader never sees
 half of it.
@@ -34,17 +33,35 @@ from ._tokens import TokenInfo
 class Store(Protocol):
     """Run records, their metrics, logs and executions, documents and tokens."""
 
-    def close(self) -> None:
+    @property
+    def name(self) -> str:
+        """The database's name in messages (a file's name; a URL without its password)."""
+        ...
+
+    async def aclose(self) -> None:
         """Release the store's connections."""
         ...
 
     # -- change counter -------------------------------------------------------------------
 
-    def current_seq(self) -> int:
+    def change_ticket(self) -> int:
+        """A ticket for :meth:`wait_change`: take it before reading what the wait is about."""
+        ...
+
+    async def wait_change(self, ticket: int, timeout: float) -> None:
+        """Return once something may have changed since ``ticket`` was taken, or after ``timeout``.
+
+        "Something" is a run written or deleted, or a log line added, by any process on the
+        database. A store that cannot be told (SQLite) returns after a short poll interval:
+        the caller reads again either way.
+        """
+        ...
+
+    async def current_seq(self) -> int:
         """The sequence number of the newest change; it only grows."""
         ...
 
-    def changes(
+    async def changes(
         self,
         project: str,
         ids: Sequence[str],
@@ -62,7 +79,7 @@ class Store(Protocol):
 
     # -- runs -----------------------------------------------------------------------------
 
-    def insert(self, run: Run) -> None:
+    async def insert(self, run: Run) -> None:
         """Store a new run.
 
         Raises:
@@ -70,15 +87,15 @@ class Store(Protocol):
         """
         ...
 
-    def insert_many(self, runs: Sequence[Run]) -> list[AlreadyExists | None]:
+    async def insert_many(self, runs: Sequence[Run]) -> list[AlreadyExists | None]:
         """Store new runs in one transaction; a taken id fails only its own run."""
         ...
 
-    def get(self, project: str, id: str) -> Run | None:
+    async def get(self, project: str, id: str) -> Run | None:
         """Read one run, or ``None``."""
         ...
 
-    def replace(self, run: Run, expected_revision: int) -> None:
+    async def replace(self, run: Run, expected_revision: int) -> None:
         """Overwrite a run if it is still at ``expected_revision``.
 
         Raises:
@@ -86,7 +103,7 @@ class Store(Protocol):
         """
         ...
 
-    def modify(
+    async def modify(
         self,
         project: str,
         id: str,
@@ -105,7 +122,7 @@ class Store(Protocol):
         """
         ...
 
-    def modify_many(
+    async def modify_many(
         self,
         project: str,
         changes: Sequence[tuple[str, Callable[[Run], Run]]],
@@ -115,75 +132,77 @@ class Store(Protocol):
         """:meth:`modify` several runs in one transaction; a refused change fails only its run."""
         ...
 
-    def delete(self, project: str, id: str) -> bool:
+    async def delete(self, project: str, id: str) -> bool:
         """Delete a run with its metrics, logs and executions; ``False`` if there was none."""
         ...
 
-    def projects(self) -> list[tuple[str, int, int]]:
+    async def projects(self) -> list[tuple[str, int, int]]:
         """Every project that has runs: ``(name, runs, newest created_us)``, by name."""
         ...
 
-    def list_runs(self, project: str, query: ListQuery) -> list[Run]:
+    async def list_runs(self, project: str, query: ListQuery) -> list[Run]:
         """Runs of a project matching ``query``, newest first, at most ``query.limit + 1``."""
         ...
 
     # -- metrics --------------------------------------------------------------------------
 
-    def metrics(self, project: str, id: str) -> dict[str, Any]:
+    async def metrics(self, project: str, id: str) -> dict[str, Any]:
         """A run's full metrics: each key's single value, or its whole list."""
         ...
 
-    def metric_history(
+    async def metric_history(
         self, project: str, id: str, key: str, offset: int, limit: int
     ) -> list[Any] | None:
         """Up to ``limit`` values of a metric key from ``offset`` on (``None``: no such key)."""
         ...
 
-    def apply_metric_batch(
+    async def apply_metric_batch(
         self, project: str, id: str, writer: str, seq: int, ops: list[Op]
     ) -> BatchResult:
         """Apply a writer's batch atomically and exactly once (by ``(writer, seq)``)."""
         ...
 
-    def apply_metric_ops(self, project: str, id: str, ops: list[Op]) -> list[str]:
+    async def apply_metric_ops(self, project: str, id: str, ops: list[Op]) -> list[str]:
         """Apply metric operations atomically, as they come (no writer, no sequence)."""
         ...
 
     # -- executions -----------------------------------------------------------------------
 
-    def latest_execution(self, project: str, id: str) -> Execution | None:
+    async def latest_execution(self, project: str, id: str) -> Execution | None:
         """The newest execution of a run, if it was ever started."""
         ...
 
-    def open_executions(self, *, unstarted: bool = False) -> list[Execution]:
+    async def open_executions(self, *, unstarted: bool = False) -> list[Execution]:
         """Executions that have not ended (only those not started yet, if ``unstarted``)."""
         ...
 
-    def set_execution_pid(
+    async def set_execution_pid(
         self, ident: Ident, pid: int, pid_started: float, uid: int | None = None
     ) -> None:
         """Record the process that carries out an execution."""
         ...
 
-    def end_execution(self, ident: Ident) -> None:
+    async def end_execution(self, ident: Ident) -> None:
         """Mark an execution as ended; the token its job was given stops working."""
         ...
 
-    def ids_in_state(self, state: State) -> set[tuple[str, str]]:
+    async def ids_in_state(self, state: State) -> set[tuple[str, str]]:
         """``(project, id)`` of every run in ``state``."""
         ...
 
     # -- logs -----------------------------------------------------------------------------
 
-    def append_logs(self, lines: Mapping[Ident, Sequence[tuple[str, int, str]]], keep: int) -> None:
+    async def append_logs(
+        self, lines: Mapping[Ident, Sequence[tuple[str, int, str]]], keep: int
+    ) -> None:
         """Append log lines of executions; each run keeps its newest ``keep`` lines."""
         ...
 
-    def log_bounds(self, project: str, id: str) -> tuple[int, int]:
+    async def log_bounds(self, project: str, id: str) -> tuple[int, int]:
         """``(first, end)``: offsets of a run's oldest stored line and the one after its newest."""
         ...
 
-    def read_logs(
+    async def read_logs(
         self, project: str, id: str, offset: int, limit: int, *, before: int | None = None
     ) -> list[LogLine]:
         """Up to ``limit`` lines of a run's log from ``offset`` (and before ``before``)."""
@@ -191,15 +210,15 @@ class Store(Protocol):
 
     # -- documents (DHCore projects, functions, tasks) ------------------------------------
 
-    def insert_document(self, doc: Document) -> bool:
+    async def insert_document(self, doc: Document) -> bool:
         """Store a new document; ``False`` if one with its id exists."""
         ...
 
-    def document(self, project: str, type_: str, id: str) -> Document | None:
+    async def document(self, project: str, type_: str, id: str) -> Document | None:
         """Read one document, or ``None``."""
         ...
 
-    def documents(
+    async def documents(
         self,
         project: str,
         type_: str,
@@ -215,20 +234,20 @@ class Store(Protocol):
 
     # -- tokens ---------------------------------------------------------------------------
 
-    def add_token(
+    async def add_token(
         self, grant: Grant, digest: bytes, *, description: str | None = None, run: str | None = None
     ) -> None:
         """Store a token's grant and the digest of its secret (a job's, with ``run``)."""
         ...
 
-    def token(self, token_id: str) -> tuple[Grant, bytes] | None:
+    async def token(self, token_id: str) -> tuple[Grant, bytes] | None:
         """A token's grant and secret digest, or ``None``."""
         ...
 
-    def tokens(self) -> list[TokenInfo]:
+    async def tokens(self) -> list[TokenInfo]:
         """Every stored token (without secrets)."""
         ...
 
-    def revoke_token(self, token_id: str) -> bool:
+    async def revoke_token(self, token_id: str) -> bool:
         """Delete a token; ``False`` if there was none."""
         ...

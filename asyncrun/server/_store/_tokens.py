@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Final
 
 import attrs
 import orjson
 
 from ..._core.auth import Grant
+from ._sql import Op as Operation
+from ._sql import q
 
 MIGRATION: Final = (
     """CREATE TABLE tokens (
@@ -43,38 +44,32 @@ class TokenInfo:
 
 
 def add(
-    db: sqlite3.Connection,
-    grant: Grant,
-    digest: bytes,
-    *,
-    description: str | None,
-    run: str | None,
-    now_us: int,
-) -> None:
+    grant: Grant, digest: bytes, *, description: str | None, run: str | None, now_us: int
+) -> Operation[None]:
     """Store a token's digest and what it allows."""
-    db.execute(
+    yield q(
         "INSERT INTO tokens (id, hash, role, projects, description, run, created_us)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (grant.token_id, digest, grant.role, orjson.dumps(sorted(grant.projects)).decode(),
-         description, run, now_us),
+        grant.token_id, digest, grant.role, orjson.dumps(sorted(grant.projects)).decode(),
+        description, run, now_us,
     )  # fmt: skip
 
 
-def lookup(db: sqlite3.Connection, token_id: str) -> tuple[Grant, bytes] | None:
+def lookup(token_id: str) -> Operation[tuple[Grant, bytes] | None]:
     """The grant and stored digest of a token id, if it exists."""
-    row = db.execute("SELECT role, projects, hash FROM tokens WHERE id = ?", (token_id,)).fetchone()
+    row = (yield q("SELECT role, projects, hash FROM tokens WHERE id = ?", token_id)).one()
     if row is None:
         return None
     role, projects, digest = row
     return Grant(token_id, role, frozenset(orjson.loads(projects))), bytes(digest)
 
 
-def listing(db: sqlite3.Connection) -> list[TokenInfo]:
+def listing() -> Operation[list[TokenInfo]]:
     """Every token, oldest first."""
-    rows = db.execute(
+    rows = yield q(
         "SELECT id, role, projects, description, run, created_us, upgraded FROM tokens"
         " ORDER BY created_us"
-    ).fetchall()
+    )
     return [
         TokenInfo(
             Grant(id_, role, frozenset(orjson.loads(projects))),
@@ -87,14 +82,14 @@ def listing(db: sqlite3.Connection) -> list[TokenInfo]:
     ]
 
 
-def revoke(db: sqlite3.Connection, token_id: str) -> bool:
+def revoke(token_id: str) -> Operation[bool]:
     """Delete a token; ``False`` if there was none with this id."""
-    return db.execute("DELETE FROM tokens WHERE id = ?", (token_id,)).rowcount == 1
+    return (yield q("DELETE FROM tokens WHERE id = ?", token_id)).rowcount == 1
 
 
-def revoke_jobs(db: sqlite3.Connection, run: str | None = None) -> None:
+def revoke_jobs(run: str | None = None) -> Operation[None]:
     """Delete the tokens given to jobs: of one run (``project/id``), or all."""
     if run is None:
-        db.execute("DELETE FROM tokens WHERE run IS NOT NULL")
+        yield q("DELETE FROM tokens WHERE run IS NOT NULL")
     else:
-        db.execute("DELETE FROM tokens WHERE run = ?", (run,))
+        yield q("DELETE FROM tokens WHERE run = ?", run)
