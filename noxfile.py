@@ -27,7 +27,11 @@ PYTHON = "3.11"
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Run the test suite (asyncio and trio, embedded and HTTP backends)."""
+    """Run the test suite: asyncio and Trio; embedded, a server on SQLite, one on PostgreSQL.
+
+    PostgreSQL is a throwaway cluster of the machine's server binaries (tests/_postgres.py;
+    ``.ci/run`` installs Debian's ``postgresql`` when they are missing).
+    """
     session.install("-e", ".[test]")
     session.run("python", "-m", "pytest", *session.posargs)
 
@@ -89,6 +93,20 @@ def bench_growth(session: nox.Session) -> None:
     session.install("-e", ".[server]")
     session.run(
         "python", "benchmarks/run.py", "--out", "growth", *session.posargs,
+        env={"PYTHONHASHSEED": "0"},
+    )  # fmt: skip
+
+
+@nox.session(python=PYTHON)
+def bench_postgres(session: nox.Session) -> None:
+    """SQLite, PostgreSQL and two replicas on the same workloads; rewrite RESULTS.md.
+
+    Starts a PostgreSQL cluster of the machine's binaries (see tests/_postgres.py). Writes
+    benchmarks/results/postgres.json. Arguments after ``--`` go to run.py (``--scale 0.2``).
+    """
+    session.install("-e", ".[postgres]")
+    session.run(
+        "python", "benchmarks/run.py", "--out", "postgres", *session.posargs,
         env={"PYTHONHASHSEED": "0"},
     )  # fmt: skip
 

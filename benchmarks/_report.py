@@ -477,6 +477,57 @@ def _growth_section(growth: dict[str, Any] | None) -> str:
     )
 
 
+def stores_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as Markdown: each store's median (min-max), and the ratio to SQLite."""
+    lines = [
+        "| Workload | SQLite | PostgreSQL | PostgreSQL, 2 replicas | PG / SQLite | 2 / 1 replica |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        figures = row["figures"]
+        if "sqlite" not in figures:
+            continue
+
+        def cell(name: str, figures: dict[str, Any] = figures) -> str:
+            f = figures[name]
+            return f"{f['median']:,.0f} ({f['min']:,.0f}-{f['max']:,.0f})"
+
+        lite, one, two = (figures[k]["median"] for k in ("sqlite", "postgres", "postgres x2"))
+        lines.append(
+            f"| {row['what']} ({row['unit']}) | {cell('sqlite')} | {cell('postgres')} | "
+            f"{cell('postgres x2')} | {one / lite:.2f}x | {two / one:.2f}x |"
+        )
+    lines += ["", "| Wake-up (ms) | p50 | p99 |", "|---|---|---|"]
+    for row in rows:
+        if row["id"].startswith("wake "):
+            p50, p99 = row["figures"]["p50"]["median"], row["figures"]["p99"]["median"]
+            lines.append(f"| {row['id'].removeprefix('wake ')} | {p50:.2f} | {p99:.2f} |")
+    return "\n".join(lines)
+
+
+def _stores_section(stores: dict[str, Any] | None) -> str:
+    head = "## PostgreSQL and replicas (`nox -s bench_postgres`)\n\n"
+    if stores is None:
+        return head + "Not measured yet: run `nox -s bench_postgres`.\n\n"
+    meta = stores["meta"]
+    scale = "" if meta.get("scale", 1.0) == 1.0 else f", workload sizes x{meta['scale']}"
+    return (
+        head + f"Produced by `{meta.get('command', 'nox -s bench_postgres')}` on {meta['date']} "
+        f"({_tree_text(meta)}; Python {meta['python']}, {meta['machine']}{scale}). The same "
+        "workloads on a server on SQLite, a server on PostgreSQL, and two replicas on that "
+        "PostgreSQL database (the two writers, or the jobs, split between them), interleaved "
+        f"per repetition, medians of {_repetitions(meta.get('repeats', 3))} with min-max; "
+        "PostgreSQL is a cluster of this machine's binaries on loopback (fsync off: the store "
+        "is measured, not the disk). Raw numbers: `benchmarks/results/postgres.json`.\n\n"
+        f"{stores_table(stores['results'])}\n\n"
+        "Two cores serve the client, PostgreSQL, both replicas and the jobs here, so a second "
+        "replica cannot add throughput: what the 2 / 1 column shows is the cost of a second "
+        "process on the same cores (and of one more connection pool contending for the same "
+        "row lock). On more cores, replicas add request handling (HTTP, JSON, validation: most "
+        "of a request's cost) and job capacity; writes stay one queue on the database.\n\n"
+    )
+
+
 def _repetitions(n: int) -> str:
     return f"{n} repetition{'s' if n != 1 else ''}"
 
@@ -527,6 +578,7 @@ def render(benchmarks: Path = HERE) -> str:
         f"{_peers_section(peers)}"
         f"{_floors_section(latest)}"
         f"{_growth_section(_load(benchmarks / 'results' / 'growth.json'))}"
+        f"{_stores_section(_load(benchmarks / 'results' / 'postgres.json'))}"
         f"{_goals_section(latest, peers)}"
         "<!-- From here on: benchmarks/ANALYSIS.md, hand-written (edit it there); its figures "
         "are filled in from the results. -->\n\n"

@@ -22,6 +22,7 @@ import bench_feed
 import bench_growth
 import bench_history
 import bench_metrics
+import bench_postgres
 import bench_runs
 from _harness import REPEATS
 
@@ -33,10 +34,17 @@ MODULES = {
     "history": bench_history,
     "growth": bench_growth,
     "feed": bench_feed,
+    "postgres": bench_postgres,
 }
 GROWTH = ("history", "growth", "feed")
 """Modules whose rows set a large size against a small one (growth factors): their session is
 ``nox -s bench_growth`` (``--out growth``), so that each session's file holds one kind of row."""
+SESSIONS = {
+    "latest": "nox -s bench",
+    "growth": "nox -s bench_growth",
+    "postgres": "nox -s bench_postgres",
+}
+"""Each results file and the session that writes it (``postgres``: the stores compared)."""
 
 
 def main() -> None:
@@ -44,13 +52,15 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply workload sizes")
     parser.add_argument("--no-write", action="store_true", help="print only; write no files")
     parser.add_argument(
-        "--out", choices=["latest", "growth"], default="latest", help="results/<OUT>.json"
+        "--out", choices=list(SESSIONS), default="latest", help="results/<OUT>.json"
     )
     parser.add_argument("only", nargs="*", choices=[*MODULES, []], help="modules to run")
     args = parser.parse_args()
-    growth = args.out == "growth"
+    def session(name: str) -> str:
+        return "postgres" if name == "postgres" else "growth" if name in GROWTH else "latest"
+
     chosen = [
-        name for name in MODULES if (name in args.only if args.only else (name in GROWTH) == growth)
+        name for name in MODULES if (name in args.only if args.only else session(name) == args.out)
     ]
     results = []
     for name, module in MODULES.items():
@@ -58,7 +68,10 @@ def main() -> None:
             continue
         print(f"running {name} ...", file=sys.stderr)
         results += module.run(args.scale)
-    print(_report.floors_table(results))
+    if args.out == "postgres":
+        print(_report.stores_table(results))
+    else:
+        print(_report.floors_table(results))
     if args.no_write:
         return
     meta = {
@@ -68,7 +81,7 @@ def main() -> None:
         "scale": args.scale,
         "repeats": REPEATS,
         "modules": chosen,
-        "command": "nox -s bench_growth" if growth else "nox -s bench",
+        "command": SESSIONS[args.out],
         "tree": _report.tree(),
     }
     (HERE / "results").mkdir(exist_ok=True)

@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +26,9 @@ USER = "asyncrun"
 
 def binaries() -> Path | None:
     """The folder of the newest PostgreSQL server binaries on this machine, if any."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4])
+    )
     if found:
         return Path(found[-1]).parent
     which = shutil.which("pg_ctl")
@@ -63,7 +64,8 @@ class Postgres:
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run ``sql`` as the superuser over the cluster's socket."""
         argv = [str(self.bin / "psql"), "-h", str(self.folder), "-p", str(self.port),
-                "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-qAtc", sql]  # fmt: skip
+                "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1",
+                "-qAtc", sql]  # fmt: skip
         done = subprocess.run(
             self._as_owner(argv), capture_output=True, text=True, timeout=60, check=False
         )

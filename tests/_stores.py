@@ -1,4 +1,4 @@
-"""A SQLite store called synchronously, for tests that look into a database directly."""
+"""A store called synchronously, for tests that look into a database directly."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from asyncrun.server import Blocking
-from asyncrun.server._store._sqlite import SQLiteDriver, open_sqlite
+from asyncrun.server import Blocking, open_store
+from asyncrun.server._store._sqlite import SQLiteDriver
 
 
-class SQLiteStore:
-    """The store of the SQLite file at ``path``: its async methods called here and now."""
+class SyncStore:
+    """The store of a SQLite file or PostgreSQL URL: its async methods called here and now."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.store = open_sqlite(path)
+    def __init__(self, db: str | Path) -> None:
+        self.store = open_store(db)
         self.call = Blocking(self.store)
 
     @property

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _postgres import Postgres, running_postgres
 
 import asyncrun
 
@@ -101,16 +102,17 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """A real ``asyncrun server`` subprocess on loopback."""
+    """A real ``asyncrun server`` subprocess on loopback (on a SQLite file or a PostgreSQL URL)."""
 
     def __init__(
         self,
-        db: Path,
+        db: Path | str,
         *extra: str,
         log_level: str = "warning",
         auth: bool = False,
         scheme: str = "http",
         python: str = sys.executable,
+        log: Path | None = None,
     ) -> None:
         self.db = db
         self.python = python
@@ -118,7 +120,10 @@ class ServerProcess:
         self.extra = (*extra, "--log-level", log_level, *(() if auth else ("--no-auth",)))
         self.port = free_port()
         self.url = f"{scheme}://127.0.0.1:{self.port}"
-        self.log = db.with_suffix(".log")
+        if log is None:
+            assert isinstance(db, Path), "a server on PostgreSQL needs a log= path"
+            log = db.with_suffix(".log")
+        self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, verify: ssl.SSLContext | bool = True) -> None:
@@ -133,12 +138,13 @@ class ServerProcess:
                     "127.0.0.1",
                     "--port",
                     str(self.port),
-                    "--db",
-                    str(self.db),
+                    # A URL's password stays off the command line (anybody may read it).
+                    *(() if isinstance(self.db, str) else ("--db", str(self.db))),
                     *self.extra,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, "ASYNCRUN_DB": self.db} if isinstance(self.db, str) else None,
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -175,18 +181,55 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A PostgreSQL cluster of the machine's binaries, on loopback, for the whole session."""
+    with running_postgres() as pg:
+        yield pg
+
+
+@pytest.fixture(scope="session")
+def pg_server(
+    postgres: Postgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """``asyncrun server`` on a PostgreSQL database of its own."""
+    home = tmp_path_factory.mktemp("pg-server")
+    proc = ServerProcess(
+        postgres.create_database(), "--jobs-dir", str(home / "jobs"), log=home / "server.log"
+    )
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
 def embedded_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # One database (so one agent) for the whole session; each test has its own project.
     return tmp_path_factory.mktemp("embedded")
 
 
-@pytest.fixture(params=["embedded", "http"])
+@pytest.fixture(params=["embedded", "http", "postgres"])
 def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Keyword arguments that point a client at one backend."""
+    """Keyword arguments that point a client at one backend.
+
+    ``http`` is a server on SQLite, ``postgres`` a server on PostgreSQL: the behavioural
+    suite runs on both stores.
+    """
     if request.param == "embedded":
         return {"home": request.getfixturevalue("embedded_home")}
-    server: ServerProcess = request.getfixturevalue("server")
+    server: ServerProcess = request.getfixturevalue(
+        "pg_server" if request.param == "postgres" else "server"
+    )
     return {"endpoint": server.url}
+
+
+@pytest.fixture
+def backend_db(request: pytest.FixtureRequest, backend: dict[str, Any]) -> Path | str:
+    """The database behind ``backend``: a SQLite file, or the PostgreSQL server's URL."""
+    if "home" in backend:
+        return Path(backend["home"]) / "asyncrun.sqlite3"
+    which = "pg_server" if request.node.callspec.params["backend"] == "postgres" else "server"
+    server: ServerProcess = request.getfixturevalue(which)
+    return server.db
 
 
 @pytest.fixture

@@ -161,9 +161,9 @@ async def test_a_job_gets_its_own_token_which_ends_with_it(
         assert run.metrics["step"] == list(range(50))
     listing = cli("server", "token", "list", "--db", str(secured.db))
     assert "job token" not in listing.stdout
-    from _stores import SQLiteStore
+    from _stores import SyncStore
 
-    store = SQLiteStore(secured.db)
+    store = SyncStore(secured.db)
     try:
         assert [info for info in store.tokens() if info.run is not None] == []
     finally:

@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 import pytest
-from _stores import SQLiteStore
+from _stores import SyncStore
 
 import asyncrun
 from asyncrun._core.query import ListQuery, cursor_after
@@ -77,7 +77,7 @@ async def populate(service: RunService, project: str, n: int) -> None:
         await service.store.modify(project, f"rare{i:06}", completed)
 
 
-def plan_of(store: SQLiteStore, project: str, filters: dict[str, Any]) -> tuple[list[str], int]:
+def plan_of(store: SyncStore, project: str, filters: dict[str, Any]) -> tuple[list[str], int]:
     """The plan of the listing query of ``filters`` and the VM steps it took."""
     statements: list[str] = []
     steps = [0]
@@ -100,12 +100,12 @@ def plan_of(store: SQLiteStore, project: str, filters: dict[str, Any]) -> tuple[
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[int, SQLiteStore]:
+def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[int, SyncStore]:
     import anyio
 
     made = {}
     for n in (1_000, 10_000):
-        store = SQLiteStore(tmp_path_factory.mktemp("indexes") / f"runs{n}.sqlite3")
+        store = SyncStore(tmp_path_factory.mktemp("indexes") / f"runs{n}.sqlite3")
         anyio.run(populate, RunService(store.store), "p", n)
         made[n] = store
     return made
@@ -113,7 +113,7 @@ def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[int, SQLiteStore]:
 
 @pytest.mark.parametrize("which", FILTERS)
 def test_a_selective_filter_searches_an_index_and_costs_what_it_returns(
-    stores: dict[int, SQLiteStore], which: str
+    stores: dict[int, SyncStore], which: str
 ) -> None:
     costs = {}
     for n, store in stores.items():
@@ -127,7 +127,7 @@ def test_a_selective_filter_searches_an_index_and_costs_what_it_returns(
 
 
 def test_a_common_label_reads_one_page_not_every_run_carrying_it(
-    stores: dict[int, SQLiteStore],
+    stores: dict[int, SyncStore],
 ) -> None:
     costs = {}
     for n, store in stores.items():
@@ -148,7 +148,7 @@ def test_a_common_label_reads_one_page_not_every_run_carrying_it(
 
 @pytest.mark.parametrize("filters", [{}, {"state": "CREATED"}, {"label": "common"}])
 def test_a_deep_page_starts_where_the_last_one_ended(
-    stores: dict[int, SQLiteStore], filters: dict[str, Any]
+    stores: dict[int, SyncStore], filters: dict[str, Any]
 ) -> None:
     store = stores[10_000]
     first = store.list_runs("p", ListQuery.build(limit=100, **filters))
@@ -217,7 +217,7 @@ def test_an_older_database_gets_the_indexes_and_its_labelled_runs_stay_in_order(
                 (f"o{i}", created, doc.encode()),
             )
             old.execute("INSERT INTO run_labels VALUES ('p', ?, 'old')", (f"o{i}",))
-    store = SQLiteStore(db)
+    store = SyncStore(db)
     try:
         assert store.schema_version() == _sqlite.SCHEMA_VERSION > before
         runs = store.list_runs("p", ListQuery.build(label="old", limit=2))

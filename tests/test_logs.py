@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _stores import SQLiteStore
+from _stores import SyncStore
 from test_cli import Cli, backend_env
 
 import asyncrun
@@ -265,7 +265,7 @@ def test_cli_logs_tail_prints_the_last_lines_and_follows_from_there(cli: Cli) ->
 # -- the cost of a tail does not grow with the log -------------------------------------------
 
 
-def vm_steps(store: SQLiteStore) -> list[int]:
+def vm_steps(store: SyncStore) -> list[int]:
     """A counter of the SQLite virtual machine's steps on the store's connection."""
     counter = [0]
 
@@ -278,7 +278,7 @@ def vm_steps(store: SQLiteStore) -> list[int]:
 
 
 async def test_a_tail_costs_the_same_whatever_the_length_of_the_log(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "runs.sqlite3")
+    store = SyncStore(tmp_path / "runs.sqlite3")
     service = RunService(store.store)
     steps = {}
     for n in (1_000, 50_000):
@@ -306,7 +306,7 @@ async def test_a_tail_costs_the_same_whatever_the_length_of_the_log(tmp_path: Pa
 
 
 async def test_a_tail_of_a_trimmed_log_starts_at_its_oldest_kept_line(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "runs.sqlite3")
+    store = SyncStore(tmp_path / "runs.sqlite3")
     service = RunService(store.store)
     record = {"kind": "command+job", "id": "r", "project": "p", "metadata": {"project": "p"}}
     await service.create("p", {**record, "spec": {"command": ["true"]}})

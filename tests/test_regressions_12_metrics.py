@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from _stores import SQLiteStore
+from _stores import SyncStore
 from conftest import ServerProcess
 
 import asyncrun
@@ -106,7 +106,7 @@ def test_reading_a_run_inside_the_service_never_reads_its_values(tmp_path: Path)
         run = client.new_run("p", "test+record")
         run.log_metric("loss", list(range(1000)))
         run.flush()
-    store = SQLiteStore(tmp_path / "home" / _config.DB_FILENAME)
+    store = SyncStore(tmp_path / "home" / _config.DB_FILENAME)
     store._db.set_trace_callback(statements.append)
     store.get("p", run.id)
     store.list_runs("p", ListQuery())
@@ -154,7 +154,7 @@ def test_metrics_stored_before_summaries_get_them_on_upgrade(tmp_path: Path) -> 
     rows("loss", [[3, 1], [2, "NaN"], [7]])
     rows("best", [], single=0.5)
     db.close()
-    store = SQLiteStore(path)
+    store = SyncStore(path)
     record = store.get("p", "r")
     assert record is not None
     assert record.status.metric_summary == {

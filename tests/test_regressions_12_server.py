@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _stores import SQLiteStore
+from _stores import SyncStore
 from conftest import ServerProcess, job_spec, wait_for
 
 import asyncrun
@@ -148,7 +148,7 @@ def test_item8_a_long_line_is_never_cut_inside_a_character(
 
 
 def test_item9_replacing_a_runs_labels_uses_an_index(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "runs.sqlite3")
+    store = SyncStore(tmp_path / "runs.sqlite3")
     try:
         plan = store._db.execute(
             "EXPLAIN QUERY PLAN DELETE FROM run_labels WHERE project = ? AND id = ?", ("p", "r")

@@ -122,11 +122,11 @@ async def test_a_run_deleted_and_created_again_wakes_only_the_old_waits(
 
 
 def test_the_feed_reports_deletions_and_pages_many_changes(tmp_path: Any) -> None:
-    from _stores import SQLiteStore
+    from _stores import SyncStore
 
     with asyncrun.Client(home=tmp_path) as client:
         runs = [client.new_run("p", "test+record") for _ in range(5)]
-    store = SQLiteStore(tmp_path / "asyncrun.sqlite3")
+    store = SyncStore(tmp_path / "asyncrun.sqlite3")
     try:
         start = store.changes("p", (), None, feed=True)
         assert start.runs == []

@@ -9,7 +9,7 @@ import secrets
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -24,7 +24,8 @@ from .._core.auth import (
     make_token,
     secret_hash,
 )
-from .._core.errors import ValidationError
+from .._core.dburl import is_postgres, redacted
+from .._core.errors import AsyncRunError, ValidationError
 from ..server._procs import DEFAULT_UIDS
 
 if TYPE_CHECKING:
@@ -35,15 +36,38 @@ if TYPE_CHECKING:
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
+class _Database(click.ParamType):  # type: ignore[type-arg]
+    """A SQLite file's path, or a PostgreSQL URL (kept as the string it is)."""
+
+    name = "PATH|URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, Path) or is_postgres(value):
+            return value
+        if not str(value):
+            self.fail("give a file or a postgresql:// URL", param, ctx)
+        return Path(value)
+
+
+_DATABASE = _Database()
+
+
+def _shown(db: Path | str) -> str:
+    """How a database is named in messages: a URL without its password."""
+    return redacted(db) if isinstance(db, str) else str(db)
+
+
 @click.group(invoke_without_command=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8765, show_default=True, type=int, help="Port to bind.")
 @click.option(
     "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=_DATABASE,
     default=None,
-    help="SQLite database file (created and migrated if needed). "
-    "Default: asyncrun.sqlite3 under ASYNCRUN_HOME.",
+    envvar="ASYNCRUN_DB",
+    help="SQLite database file, or PostgreSQL URL postgresql://USER:PASSWORD@HOST:PORT/DB "
+    "for several replicas (created and migrated if needed). Default: asyncrun.sqlite3 under "
+    "ASYNCRUN_HOME. Also ASYNCRUN_DB.",
 )
 @click.option(
     "--max-body-bytes",
@@ -124,7 +148,7 @@ def server(
     ctx: click.Context,
     host: str,
     port: int,
-    db: Path | None,
+    db: Path | str | None,
     max_body_bytes: int,
     stop_grace: float,
     max_log_lines: int,
@@ -172,29 +196,33 @@ def server(
     from ..server import db_path as resolve_db
     from ..server import open_service
 
-    db_path = resolve_db(db)
+    database: Path | str = db if isinstance(db, str) else resolve_db(db)
+    shown = _shown(database)
     scheme = "https" if ssl_certfile else "http"
-    service = open_service(
-        db_path,
-        stop_grace=stop_grace,
-        keep_log_lines=max_log_lines,
-        endpoint=public_url or job_endpoint(scheme, host, port),
-        jobs_dir=jobs_dir,
-        job_env=job_env,
-        job_token_role=job_token_role,
-        isolate=isolate_jobs,
-        job_uids=uids,
-    )
-    if isolate_jobs:
+    try:
+        service = open_service(
+            database,
+            stop_grace=stop_grace,
+            keep_log_lines=max_log_lines,
+            endpoint=public_url or job_endpoint(scheme, host, port),
+            jobs_dir=jobs_dir,
+            job_env=job_env,
+            job_token_role=job_token_role,
+            isolate=isolate_jobs,
+            job_uids=uids,
+        )
+    except AsyncRunError as exc:  # the database cannot be reached: say which, never how
+        raise click.ClickException(str(exc)) from None
+    if isolate_jobs and isinstance(database, Path):
         # Isolated jobs must reach their folders under it; every file in it stays 0600.
-        os.chmod(db_path.parent, 0o711)
+        os.chmod(database.parent, 0o711)
     click.echo(f"asyncrun server listening on {scheme}://{_host_in_url(host)}:{port}", err=True)
     _warn_about_power(no_auth, isolate_jobs, host, port)
     if not no_auth:
-        tokens = _user_tokens(_store(db_path, create=True)[0])
+        tokens = _user_tokens(_store(database, create=True)[0])
         click.echo(
-            f"authentication is on: {len(tokens)} token(s) in {db_path}; create one with "
-            f"`asyncrun server token create --db {db_path} --project NAME --role run`",
+            f"authentication is on: {len(tokens)} token(s) in {shown}; create one with "
+            f"`asyncrun server token create --db {shown} --project NAME --role run`",
             err=True,
         )
         upgraded = sum(info.upgraded for info in tokens)
@@ -290,10 +318,11 @@ def _warn_about_power(no_auth: bool, isolate: bool, host: str, port: int) -> Non
 
 _DB_OPTION = click.option(
     "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=_DATABASE,
     default=None,
-    help="The server's SQLite database (as given to `asyncrun server --db`). Default: "
-    "asyncrun.sqlite3 under ASYNCRUN_HOME.",
+    envvar="ASYNCRUN_DB",
+    help="The server's database (as given to `asyncrun server --db`: a SQLite file or a "
+    "PostgreSQL URL). Default: asyncrun.sqlite3 under ASYNCRUN_HOME. Also ASYNCRUN_DB.",
 )
 
 
@@ -305,15 +334,20 @@ def _user_tokens(call: Blocking) -> list[TokenInfo]:
         call.close()
 
 
-def _store(db: Path | None, *, create: bool = False) -> tuple[Blocking, Path]:
-    """The server's database and its path; a missing file is an error unless ``create``.
+def _store(db: Path | str | None, *, create: bool = False) -> tuple[Blocking, str]:
+    """The server's database and how to show it; a missing file is an error unless ``create``.
 
     Raises:
         click.ClickException: if the file does not exist and may not be created, naming
-            the path looked at.
+            the path looked at; if a PostgreSQL database cannot be reached.
     """
     from ..server import Blocking, db_path, open_store
 
+    if isinstance(db, str):
+        try:
+            return Blocking(open_store(db)), _shown(db)
+        except AsyncRunError as exc:
+            raise click.ClickException(str(exc)) from None
     path = db_path(db)
     if not create and not path.exists():
         given = f"--db {db}" if db is not None else "the default database (no --db)"
@@ -321,7 +355,7 @@ def _store(db: Path | None, *, create: bool = False) -> tuple[Blocking, Path]:
             f"no database at {path} ({given}): give the server's database with --db "
             "(relative paths start from the current folder), or start the server on it first"
         )
-    return Blocking(open_store(path)), path
+    return Blocking(open_store(path)), str(path)
 
 
 @server.group()
@@ -359,7 +393,7 @@ def token() -> None:
     help="Make the database if it does not exist yet (before the server's first start).",
 )
 def token_create(
-    db: Path | None,
+    db: Path | str | None,
     projects: tuple[str, ...],
     role: str,
     description: str | None,
@@ -393,7 +427,7 @@ def token_create(
 
 @token.command("list")
 @_DB_OPTION
-def token_list(db: Path | None) -> None:
+def token_list(db: Path | str | None) -> None:
     """List tokens (ids, roles, projects; never the secrets).
 
     \b
@@ -421,7 +455,7 @@ def token_list(db: Path | None) -> None:
 @token.command("revoke")
 @_DB_OPTION
 @click.argument("token_id")
-def token_revoke(db: Path | None, token_id: str) -> None:
+def token_revoke(db: Path | str | None, token_id: str) -> None:
     """Revoke a token by its id (the part after ``art_``); it stops working at once.
 
     \b

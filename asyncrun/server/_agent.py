@@ -10,11 +10,14 @@ not a Python interpreter; thousands of runs share one event loop of ``selectors`
 separate process: jobs outlive the server or embedded client that started them, and a server
 restart loses nothing.
 
-One agent per database is guaranteed by an exclusive ``flock`` on ``<db>.agent.lock``, which the
-service also uses to tell whether an agent is alive. Every job gets ``PR_SET_PDEATHSIG``, so if
-the agent dies its jobs die with it; the next agent marks their runs ERROR (lost) and ends what
-is left of them. An agent with nothing to do exits after ``--idle-exit`` seconds; the service
-starts a new one when needed.
+One agent per SQLite database is guaranteed by an exclusive ``flock`` on ``<db>.agent.lock``,
+which the service also uses to tell whether an agent is alive. On PostgreSQL, each server
+replica has an agent of its own (its lock file is in the replica's jobs folder), and which
+agent executes which execution is claimed in the database (``_store/_agents.py``): an agent
+that stops beating has its executions taken over by another. Every job gets
+``PR_SET_PDEATHSIG``, so if the agent dies its jobs die with it; the next owner marks their
+runs ERROR (lost) and ends what is left of them. An agent with nothing to do exits after
+``--idle-exit`` seconds; the service starts a new one when needed.
 
 How each execution starts (folder, interpreter, environment, user) was decided when it was
 asked for and is stored with it (:mod:`asyncrun._core.launch`): nothing of the process that
@@ -33,6 +36,7 @@ import secrets
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -54,9 +58,10 @@ from .._core.records import Run, State
 from .._core.states import TERMINAL, transition
 from ..kinds import Outcome
 from . import _launching, _procs
+from ._factory import open_store
 from ._procs import MARKER, killpg
+from ._store import _agents
 from ._store._execution import Execution, Ident
-from ._store._sqlite import open_sqlite
 from ._store._sqlstore import Blocking
 
 POLL = 0.01
@@ -75,6 +80,10 @@ LOST = (
     "the process running this run was lost (its agent died or the machine restarted); "
     "start a new run"
 )
+
+
+DB_ENV = "ASYNCRUN_AGENT_DB"
+"""Where an agent of a PostgreSQL database finds its URL (never on its command line)."""
 
 
 def lock_path(db: Path) -> Path:
@@ -132,9 +141,15 @@ class Job:
 class Agent:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.db = Path(args.db)
-        self.store = open_sqlite(self.db)  # the agent of one SQLite file (flock)
+        # A PostgreSQL URL comes in the environment: a command line is anybody's to read.
+        url = os.environ.pop(DB_ENV, None) if args.db is None else None
+        self.db = None if url is not None else Path(args.db)
+        self.lock_file = Path(args.lock) if args.lock else lock_path(Path(args.db))
+        self.store = open_store(url if url is not None else self.db)
         self.call = Blocking(self.store)
+        # Its name in the claims table (see _store/_agents.py): unique across machines.
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.next_claim = 0.0
         self.selector = selectors.DefaultSelector()
         self.jobs: dict[tuple[str, str], Job] = {}
         self.pending: dict[Ident, list[tuple[str, int, str]]] = {}
@@ -155,7 +170,7 @@ class Agent:
     # -- the lock -------------------------------------------------------------------------
 
     def acquire(self) -> bool:
-        handle = lock_path(self.db).open("ab")
+        handle = self.lock_file.open("ab")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -178,7 +193,8 @@ class Agent:
         # Orphans of jobs become ours, not init's: they can be found and ended with their job.
         _procs.become_subreaper()
         try:
-            self.recover()
+            # SQLite: the lock says no other agent lives, so what others owned is ours now.
+            self.claim(time.monotonic(), others_dead=self.db is not None)
             idle_since = time.monotonic()
             last_poll = 0.0
             while True:
@@ -208,11 +224,14 @@ class Agent:
                     if self.try_exit():
                         return 0
                     idle_since = now
-                if not self.db.exists():
+                if self.db is not None and not self.db.exists():
                     return 0  # the database was removed: nothing left to serve
         finally:
             for job in list(self.jobs.values()):
                 self.end_processes(job)
+            with contextlib.suppress(AsyncRunError, OSError):
+                self.call(self.store.leave, self.id)
+            self.call.close()
             self.release()
 
     def jobs_uids(self) -> set[int]:
@@ -233,34 +252,66 @@ class Agent:
     def try_exit(self) -> bool:
         # Release first, then look once more: a launch that saw the lock held is seen here.
         self.release()
-        if not self.call(self.store.open_executions, unstarted=True):
+        if not self._unclaimed():
             return True
         return not self.acquire()
 
-    def recover(self) -> None:
-        """Executions started by a previous agent that died: their jobs are lost."""
-        for execution in self.call(self.store.open_executions):
-            if execution.pid is None:
+    def _unclaimed(self) -> list[Execution]:
+        """Executions not started yet that this agent may take (its own, or nobody's)."""
+        pending = self.call(self.store.open_executions, unstarted=True)
+        return [e for e in pending if e.owner is None or e.owner == self.id]
+
+    def claim(self, now: float, *, others_dead: bool = False) -> None:
+        """Beat, claim what has no live owner, and act on every execution this agent owns.
+
+        Those not started yet are started; those started by an agent that died (this
+        machine's previous agent, or a dead replica's) lost their job: their runs end.
+        """
+        self.next_claim = now + _agents.HEARTBEAT_US / 1e6
+        owned = self.call(
+            self.store.claim_executions,
+            self.id,
+            socket.gethostname(),
+            os.getpid(),
+            time.time_ns() // 1000,
+            others_dead=others_dead,
+        )
+        idents = {execution.ident for execution in owned}
+        for job in self.jobs.values():
+            if job.execution.ident not in idents and job.stop_sent is None:
+                # Its run was deleted (on any replica), or another agent took this one for
+                # dead and its execution over: the job must not go on.
+                job.stop_requested = True
+                job.stop_sent = now
+                self.end_processes(job)
+        for execution in owned:
+            if (execution.project, execution.id) in self.jobs:
                 continue
-            # No agent reads its output any more: end all that is left of it.
-            _procs.kill_execution(
-                execution.pid, execution.pid_started, execution.uid, execution.key
-            )
+            if execution.pid is None:
+                self.start(execution)
+            else:
+                self.lose(execution)
 
-            def lose(r: Run) -> Run:
-                if r.status.state in TERMINAL:
-                    return r
-                if r.status.state is State.STOP:
-                    return move(r, State.STOPPED, message="stopped (its process was already gone)")
-                return move(r, State.ERROR, message=LOST)
+    def lose(self, execution: Execution) -> None:
+        """An execution whose agent died: its job is lost (and ended, if any of it is left)."""
+        assert execution.pid is not None
+        # No agent reads its output any more: end all that is left of it (on this machine;
+        # a dead replica's jobs died with its agent).
+        _procs.kill_execution(execution.pid, execution.pid_started, execution.uid, execution.key)
 
-            self._modify(execution.project, execution.id, lose, execution)
-            self.call(self.store.end_execution, execution.ident)
+        def lost(r: Run) -> Run:
+            if r.status.state in TERMINAL:
+                return r
+            if r.status.state is State.STOP:
+                return move(r, State.STOPPED, message="stopped (its process was already gone)")
+            return move(r, State.ERROR, message=LOST)
+
+        self._modify(execution.project, execution.id, lost, execution)
+        self.call(self.store.end_execution, execution.ident)
 
     def poll_store(self, now: float) -> None:
-        for execution in self.call(self.store.open_executions, unstarted=True):
-            if (execution.project, execution.id) not in self.jobs:
-                self.start(execution)
+        if now >= self.next_claim or self._unclaimed():
+            self.claim(now)
         if not self.jobs:
             return
         stopping = self.call(self.store.ids_in_state, State.STOP)
@@ -295,6 +346,7 @@ class Agent:
             env["ASYNCRUN_ENDPOINT"] = launch.endpoint
             env["ASYNCRUN_TOKEN"] = self._job_token(execution, launch.token_role)
         else:
+            assert self.db is not None, "only a SQLite database has jobs without an endpoint"
             env["ASYNCRUN_HOME"] = str(self.db.parent)
         return env
 
@@ -515,7 +567,8 @@ class Agent:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="asyncrun-agent")
-    parser.add_argument("--db", required=True)
+    parser.add_argument("--db", help=f"a SQLite file (a PostgreSQL URL comes in ${DB_ENV})")
+    parser.add_argument("--lock", help="the lock file of this agent (default: next to --db)")
     parser.add_argument("--grace", type=float, default=10.0)
     parser.add_argument("--keep-lines", type=int, default=100_000)
     parser.add_argument("--idle-exit", type=float, default=30.0)

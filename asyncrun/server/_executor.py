@@ -13,7 +13,7 @@ import anyio
 
 from .._core import launch as _launch
 from .._core.auth import WRITE
-from ._agent import lock_path
+from ._agent import DB_ENV, lock_path
 from ._procs import DEFAULT_UIDS, kill_execution, private_file
 from ._store._execution import Execution
 
@@ -38,7 +38,7 @@ class LocalExecutor:
     """Runs jobs as local processes through the database's agent (see ``_agent``).
 
     Args:
-        db_path: The SQLite database the agent serves.
+        db_path: The SQLite database the agent serves, or ``None`` with ``url``.
         stop_grace: Seconds between SIGTERM and SIGKILL when a run is stopped.
         keep_log_lines: Lines of log kept per run (the newest).
         endpoint: URL jobs use to reach the server; ``None`` for the embedded backend, whose
@@ -50,12 +50,16 @@ class LocalExecutor:
             start runs).
         isolate: Run each execution as an unprivileged user of its own (needs root).
         job_uids: The uid range isolated jobs use.
+        url: A PostgreSQL database's URL: the agent is this replica's (see ``_agent``).
+        lock: The agent's lock file (default: next to ``db_path``; with ``url``, required).
     """
 
     def __init__(
         self,
-        db_path: Path,
+        db_path: Path | None,
         *,
+        url: str | None = None,
+        lock: Path | None = None,
         stop_grace: float = 10.0,
         keep_log_lines: int = 100_000,
         endpoint: str | None = None,
@@ -66,7 +70,12 @@ class LocalExecutor:
         isolate: bool = False,
         job_uids: tuple[int, int] = DEFAULT_UIDS,
     ) -> None:
-        self.db_path = Path(db_path)
+        self.db_path = None if db_path is None else Path(db_path)
+        self.url = url
+        if lock is None:
+            assert self.db_path is not None, "an agent of a PostgreSQL database needs its lock"
+            lock = lock_path(self.db_path)
+        self.lock = lock
         self.stop_grace = stop_grace
         self.keep_log_lines = keep_log_lines
         self.endpoint = endpoint
@@ -77,7 +86,7 @@ class LocalExecutor:
         self.isolate = isolate
         self.job_uids = job_uids
         self._starting = anyio.Lock()
-        private_file(lock_path(self.db_path), create=False)
+        private_file(self.lock, create=False)
 
     def launch(self) -> _launch.Launch:
         """How an execution asked for now is launched (see :mod:`asyncrun._core.launch`)."""
@@ -99,7 +108,7 @@ class LocalExecutor:
 
     def _lock(self) -> int:
         # Created private; one left 0644 by an older asyncrun was tightened at __init__.
-        return os.open(lock_path(self.db_path), os.O_RDWR | os.O_CREAT, 0o600)
+        return os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o600)
 
     def agent_alive(self) -> bool:
         """Whether an agent holds this database's lock."""
@@ -131,12 +140,17 @@ class LocalExecutor:
 
     async def _spawn(self) -> None:
         argv = [
-            sys.executable, "-m", "asyncrun.server._agent", "--db", str(self.db_path),
+            sys.executable, "-m", "asyncrun.server._agent", "--lock", str(self.lock),
             "--grace", str(self.stop_grace), "--keep-lines", str(self.keep_log_lines),
             "--idle-exit", str(self.idle_exit),
             "--job-uids", f"{self.job_uids[0]}-{self.job_uids[1]}",
         ]  # fmt: skip
-        env = {**os.environ, "ASYNCRUN_AGENT_LOG": str(self.db_path.with_name("agent.log"))}
+        env = {**os.environ, "ASYNCRUN_AGENT_LOG": str(self.lock.with_name("agent.log"))}
+        if self.url is not None:
+            env[DB_ENV] = self.url  # its environment is its user's only; argv is anybody's
+        else:
+            assert self.db_path is not None
+            argv += ["--db", str(self.db_path)]
         await anyio.run_process(["/bin/sh", "-c", _SPAWN, "sh", *argv], env=env)
 
     @staticmethod

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from .. import _config
 from .._core.auth import WRITE, Grant
+from .._core.dburl import is_postgres
 from ._procs import DEFAULT_UIDS
 
 if TYPE_CHECKING:
@@ -42,7 +43,18 @@ def open_store(db: str | Path | None = None) -> SQLStore:
     """Open (creating and migrating if needed) the store in ``db`` or the default database.
 
     Its methods are async; synchronous code calls them through :class:`Blocking`.
+
+    Args:
+        db: A SQLite file, or a PostgreSQL URL (``postgresql://user:password@host:port/db``).
+
+    Raises:
+        StoreUnavailable: if a PostgreSQL database cannot be reached (the message shows the
+            URL without its password).
     """
+    if is_postgres(db):
+        from ._store._postgres import open_postgres
+
+        return open_postgres(str(db))
     from ._store._sqlite import open_sqlite
 
     return open_sqlite(db_path(db))
@@ -63,15 +75,18 @@ def open_service(
 ) -> RunService:
     """The service on the store in ``db`` (default: :func:`default_db_path`), with jobs.
 
-    Jobs run through the database's agent (a detached process that outlives the caller).
+    Jobs run through the database's agent (a detached process that outlives the caller). On
+    PostgreSQL, several services (server replicas) share the database, each with its agent.
 
     Args:
-        db: The database file; created and migrated if needed.
+        db: The database file, or a PostgreSQL URL (a server's only: with ``endpoint``);
+            created and migrated if needed.
         stop_grace: Seconds between SIGTERM and SIGKILL when a run is stopped.
         keep_log_lines: Lines of log kept per run (the newest).
         endpoint: URL jobs use to reach a server; ``None`` for the embedded backend, whose
             jobs open the database itself and start where the caller of ``run()`` is.
-        jobs_dir: A server's jobs folder (with ``endpoint``); default ``jobs`` next to ``db``.
+        jobs_dir: A server's jobs folder (with ``endpoint``); default ``jobs`` next to ``db``
+            (on PostgreSQL: under ``ASYNCRUN_HOME``). Its agent's lock is there too.
         job_env: Names of the server's environment variables passed to every job.
         job_token_role: Role of the token each job of a server gets.
         isolate: Run each execution as an unprivileged user of its own (needs root).
@@ -80,17 +95,37 @@ def open_service(
             instead of the stored ones (``asyncrun ui``'s, which is never stored).
 
     Returns:
-        The service; ``close()`` releases the store.
+        The service; ``aclose()`` releases the store.
+
+    Raises:
+        ValueError: for a PostgreSQL URL without ``endpoint`` (the embedded backend is SQLite).
+        StoreUnavailable: if a PostgreSQL database cannot be reached.
     """
     from ._executor import LocalExecutor
     from ._service import RunService
 
-    path = db_path(db)
-    store = open_store(path)  # first: it creates the database's folder, private
-    if endpoint is not None:
-        jobs_dir = (jobs_dir or path.with_name("jobs")).resolve()
+    if is_postgres(db):
+        if endpoint is None:
+            raise ValueError(
+                "a PostgreSQL database is served by `asyncrun server --db URL`; the embedded "
+                "backend keeps its runs in a SQLite file"
+            )
+        store = open_store(db)
+        jobs_dir = (jobs_dir or _config.home() / "jobs").resolve()
+        jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        url: str | None = str(db)
+        path: Path | None = None
+        lock: Path | None = jobs_dir / "agent.lock"
+    else:
+        path = db_path(db)
+        store = open_store(path)  # first: it creates the database's folder, private
+        if endpoint is not None:
+            jobs_dir = (jobs_dir or path.with_name("jobs")).resolve()
+        url = lock = None
     executor = LocalExecutor(
         path,
+        url=url,
+        lock=lock,
         stop_grace=stop_grace,
         keep_log_lines=keep_log_lines,
         endpoint=endpoint,

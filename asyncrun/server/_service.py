@@ -300,9 +300,12 @@ class RunService:
             NotFound: if there is no such run.
         """
         execution = await self.store.latest_execution(project, id)
+        deleted = await self.store.delete(project, id)
+        # Killed once deleted, not before: its agent, seeing the job end, must find no run to
+        # write an ERROR to (a wait on it ends DELETED).
         if execution is not None and self.executor is not None:
             self.executor.kill(execution)
-        if not await self.store.delete(project, id):
+        if not deleted:
             raise NotFound(
                 f"no run {id!r} in project {project!r}", detail={"project": project, "id": id}
             )

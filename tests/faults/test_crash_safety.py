@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 import pytest
-from _stores import SQLiteStore
+from _stores import SyncStore
 from conftest import ServerProcess
 
 import asyncrun
@@ -106,7 +106,7 @@ async def test_sigkill_mid_flush_many_times_loses_nothing_acknowledged(
     assert integrity(fault_server.db) == ["ok"]
     acknowledged = [record.json() for record in acknowledged_batches(fault_proxy)]
     assert len(acknowledged) >= KILLS  # one at least before each kill, by construction
-    store = SQLiteStore(fault_server.db)
+    store = SyncStore(fault_server.db)
     try:
         metrics = store.metrics("crash", run.id)
         # Exactly once and in order: every value logged, none twice, acknowledged or retried.
@@ -129,7 +129,7 @@ def test_a_started_run_and_its_execution_are_written_in_one_transaction(tmp_path
     from asyncrun._core.records import new_run
 
     launch = Launch(python="python3", env={})
-    store = SQLiteStore(tmp_path / "runs.sqlite3")
+    store = SyncStore(tmp_path / "runs.sqlite3")
     try:
         run = new_run(project="p", kind="command+job", id="r", now=datetime.now(UTC), spec=SPEC)
         store.insert(run)

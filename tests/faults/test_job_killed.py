@@ -8,16 +8,16 @@ from pathlib import Path
 
 import anyio
 import pytest
-from _stores import SQLiteStore
-from conftest import ServerProcess, job_spec
+from _stores import SyncStore
+from conftest import job_spec
 
 import asyncrun
 
 pytestmark = pytest.mark.anyio
 
 
-def job_pid(db: Path, project: str, id_: str) -> int | None:
-    store = SQLiteStore(db)
+def job_pid(db: Path | str, project: str, id_: str) -> int | None:
+    store = SyncStore(db)
     try:
         execution = store.latest_execution(project, id_)
         return None if execution is None else execution.pid
@@ -31,12 +31,11 @@ async def test_a_job_killed_from_outside_ends_error_with_its_signal(
     backend: dict[str, object],
     project: str,
     signum: signal.Signals,
-    server: ServerProcess,
-    embedded_home: Path,
+    backend_db: Path | str,
 ) -> None:
     run = await client.new_run(project, "python+job", spec=job_spec("count", n=1000, delay=0.01))
     await run.run()
-    db = embedded_home / "asyncrun.sqlite3" if "home" in backend else server.db
+    db = backend_db
     with anyio.fail_after(30):
         while (pid := job_pid(db, project, run.id)) is None or not any(
             [line async for line in run.logs()]

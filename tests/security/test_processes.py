@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _stores import SQLiteStore
+from _stores import SyncStore
 from conftest import ServerProcess, agent_pids, gone, wait_for
 
 import asyncrun
@@ -64,7 +64,7 @@ def test_an_agent_killed_is_noticed_by_the_server_without_anyone_waiting(
             assert wait_for(all_lost, "the runs to end ERROR (lost)", timeout=30)
             assert "lost" in (client.get_run("p", runs[0].id).status.message or "")
         assert wait_for(lambda: all(map(gone, children)), "the children to end", timeout=10)
-        store = SQLiteStore(server.db)
+        store = SyncStore(server.db)
         try:
             assert [info for info in store.tokens() if info.run is not None] == []
         finally:

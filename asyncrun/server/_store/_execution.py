@@ -16,7 +16,8 @@ class Execution:
     """One start of a run and the job process that carries it out.
 
     ``pid`` is ``None`` until the agent has started the job; ``ended_us`` is set once the
-    agent has recorded how it ended. ``uid`` is the user an isolated job runs as.
+    agent has recorded how it ended. ``uid`` is the user an isolated job runs as; ``owner``
+    the agent that executes it (see ``_agents``).
     """
 
     project: str
@@ -28,12 +29,15 @@ class Execution:
     ended_us: int | None
     launch: _launch.Launch | None = None
     uid: int | None = None
+    owner: str | None = None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Execution:
-        project, id_, number, reserved_us, pid, pid_started, ended_us, launch, uid = row
-        loaded = None if launch is None else _launch.from_data(_serde.loads(launch))
-        return cls(project, id_, number, reserved_us, pid, pid_started, ended_us, loaded, uid)
+        project, id_, number, reserved_us, pid, pid_started, ended_us, launch, uid, owner = row
+        loaded = None if launch is None else _launch.from_data(_serde.loads(bytes(launch)))
+        return cls(
+            project, id_, number, reserved_us, pid, pid_started, ended_us, loaded, uid, owner
+        )
 
     @property
     def key(self) -> str:

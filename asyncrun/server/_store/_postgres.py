@@ -107,8 +107,14 @@ SCHEMA: Final = (
 
 Later versions append their steps for both databases; the version table is shared.
 """
-MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {}
-"""Steps from version N to N + 1 (N >= 9) in PostgreSQL's form."""
+MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    9: (
+        f"ALTER TABLE executions ADD COLUMN owner {_C}",
+        f"""CREATE TABLE agents (id {_C} PRIMARY KEY, host TEXT NOT NULL, pid BIGINT NOT NULL,
+            heartbeat_us BIGINT NOT NULL)""",
+    ),
+}
+"""Steps from version N to N + 1 (N >= 9) in PostgreSQL's form (SQLite's: ``_sqlite``)."""
 BASE_VERSION: Final = 9
 
 

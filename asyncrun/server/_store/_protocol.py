@@ -190,6 +190,19 @@ class Store(Protocol):
         """``(project, id)`` of every run in ``state``."""
         ...
 
+    async def claim_executions(
+        self, agent: str, host: str, pid: int, now_us: int, *, others_dead: bool = False
+    ) -> list[Execution]:
+        """An agent's heartbeat: claim executions without a live owner; return all it owns.
+
+        ``others_dead``: the caller knows no other agent is alive, so it takes theirs now.
+        """
+        ...
+
+    async def leave(self, agent: str) -> None:
+        """An agent exits: what it owned goes to the next agent's claim at once."""
+        ...
+
     # -- logs -----------------------------------------------------------------------------
 
     async def append_logs(

@@ -360,10 +360,10 @@ def _changes_among(
 
 # -- executions ---------------------------------------------------------------------------
 
-_EXECUTION: Final = (
-    "SELECT project, id, execution, reserved_us, pid, pid_started, ended_us, launch, uid"
-    " FROM executions"
+EXECUTION_COLUMNS: Final = (
+    "project, id, execution, reserved_us, pid, pid_started, ended_us, launch, uid, owner"
 )
+_EXECUTION: Final = f"SELECT {EXECUTION_COLUMNS} FROM executions"
 
 
 def latest_execution(project: str, id: str) -> Operation[Execution | None]:

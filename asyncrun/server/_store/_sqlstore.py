@@ -20,7 +20,7 @@ from ..._core.errors import AlreadyExists, AsyncRunError
 from ..._core.metrics import Op
 from ..._core.query import Changes, ListQuery
 from ..._core.records import LogLine, Run, State
-from . import _documents, _feed, _metrics, _runs, _tokens
+from . import _agents, _documents, _feed, _metrics, _runs, _tokens
 from ._documents import Document
 from ._execution import Execution, Ident
 from ._metrics import BatchResult
@@ -281,6 +281,16 @@ class SQLStore:
     async def ids_in_state(self, state: State) -> set[tuple[str, str]]:
         """``(project, id)`` of every run in ``state``."""
         return await self._read(_runs.ids_in_state(state))
+
+    async def claim_executions(
+        self, agent: str, host: str, pid: int, now_us: int, *, others_dead: bool = False
+    ) -> list[Execution]:
+        """An agent's heartbeat: claim executions without a live owner; return all it owns."""
+        return await self._write(_agents.claim(agent, host, pid, now_us, others_dead=others_dead))
+
+    async def leave(self, agent: str) -> None:
+        """An agent exits: what it owned goes to the next agent's claim at once."""
+        await self._write(_agents.leave(agent))
 
     # -- logs -----------------------------------------------------------------------------
 
