@@ -38,7 +38,7 @@ from asyncrun._core.query import WatchQuery
 
 # The throwaway cluster of the tests (tests/_postgres.py): one helper for both.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from _postgres import running_postgres  # noqa: E402
+from _postgres import running_postgres
 
 IN_FLIGHT = 50
 
@@ -51,8 +51,9 @@ def servers(db: str | Path, count: int) -> Iterator[list[str]]:
         for i in range(count):
             port = free_port()
             url = f"http://127.0.0.1:{port}"
+            jobs = str(Path(tmp) / f"jobs{i}")
             argv = [sys.executable, "-m", "asyncrun", "server", "--port", str(port), "--no-auth",
-                    "--jobs-dir", str(Path(tmp) / f"jobs{i}"), "--log-level", "warning"]  # fmt: skip
+                    "--jobs-dir", jobs, "--log-level", "warning"]  # fmt: skip
             if isinstance(db, Path):
                 argv += ["--db", str(db)]
             else:
