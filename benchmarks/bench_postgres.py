@@ -90,9 +90,7 @@ def create_and_wait(urls: list[str], n: int) -> float:
 
     async def main() -> float:
         async with contextlib.AsyncExitStack() as stack:
-            clients = [
-                await stack.enter_async_context(asyncrun.AsyncClient(url)) for url in urls
-            ]
+            clients = [await stack.enter_async_context(asyncrun.AsyncClient(url)) for url in urls]
             limit = anyio.Semaphore(IN_FLIGHT)
 
             async def one(i: int) -> None:

@@ -56,6 +56,7 @@ def main() -> None:
     )
     parser.add_argument("only", nargs="*", choices=[*MODULES, []], help="modules to run")
     args = parser.parse_args()
+
     def session(name: str) -> str:
         return "postgres" if name == "postgres" else "growth" if name in GROWTH else "latest"
 
