@@ -286,10 +286,9 @@ class RayJobs:
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._max_body = max_body
         self._owned = client is None
-        self._client = client or httpx.Client(
-            timeout=timeout, auth=auth, trust_env=False, follow_redirects=False
-        )
+        self._client = client or httpx.Client(trust_env=False, follow_redirects=False)
         self._timeout = timeout
+        self._auth = auth  # per request, so that a caller's client gets it too
 
     def close(self) -> None:
         """Close the HTTP client if this object made it."""
@@ -482,7 +481,12 @@ class RayJobs:
         what = f"{method} {path}"
         try:
             with self._client.stream(
-                method, self._base + path, headers=headers, timeout=self._timeout, **kwargs
+                method,
+                self._base + path,
+                headers=headers,
+                timeout=self._timeout,
+                auth=self._auth or httpx.USE_CLIENT_DEFAULT,
+                **kwargs,
             ) as response:
                 status = response.status_code
                 body = self._read(response, what)

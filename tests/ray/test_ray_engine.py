@@ -176,6 +176,11 @@ def test_silent_head_times_out() -> None:
 def test_head_answers(jobs: RayJobs, ray_head: RayHead) -> None:
     assert jobs.version().startswith("2.")
     assert ray_head.startup < 60
+    # Credentials in the address travel as basic authentication (this head needs none).
+    with_user = ray_head.address.replace("http://", "http://ray:pw@")
+    with RayJobs(with_user) as client:
+        assert client.address == ray_head.address
+        assert client.version() == jobs.version()
 
 
 def test_job_succeeds_with_exit_code_logs_and_metadata(jobs: RayJobs) -> None:
