@@ -240,3 +240,18 @@ def ui(session: nox.Session) -> None:
     session.run(
         "python", "-m", "pytest", "tests/ui", *session.posargs, env={"ASYNCRUN_CHROMIUM": chromium}
     )
+
+
+RAY = "ray[default]==2.60.0"
+"""The Ray release the Ray engine (asyncrun/server/_ray.py) was measured against."""
+
+
+@nox.session(python=PYTHON)
+def ray(session: nox.Session) -> None:
+    """The Ray engine's tests (tests/ray) against a real Ray head started on loopback.
+
+    Heavy: its own venv holds Ray (about 550 MB installed), and the head takes about 1 GB of
+    memory while the tests run. asyncrun itself never imports Ray; only the head does.
+    """
+    session.install("-e", ".[test]", RAY)
+    session.run("python", "-m", "pytest", "tests/ray", *session.posargs)
