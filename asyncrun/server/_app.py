@@ -25,6 +25,7 @@ from .._core.auth import ALL_PROJECTS, READ, RUN, WRITE, Grant, authorize, match
 from .._core.errors import (
     AsyncRunError,
     AuthError,
+    Forbidden,
     MalformedRequest,
     NotFound,
     PayloadTooLarge,
@@ -32,6 +33,7 @@ from .._core.errors import (
     UnsupportedMediaType,
     ValidationError,
 )
+from .._core.joblog import LogBatch
 from .._core.logs import LogQuery
 from .._core.metrics import Batch, encode_value
 from .._core.protocol import (
@@ -342,6 +344,21 @@ class Api:
         stream = self._stream(project, id_, offset, self._recheck(request, project))
         return StreamingResponse(stream, media_type=_NDJSON)
 
+    async def append_logs(self, request: Request) -> Response:
+        project, id_ = await self._names(request, WRITE)
+        assert id_ is not None
+        if self.auth:
+            # A job's own output: only the token its launcher was given may add to it.
+            token_id, _ = token_id_of(request.headers.get("authorization"))
+            if await self.service.job_run(token_id) != f"{project}/{id_}":
+                raise Forbidden(
+                    f"only the token of run {id_!r}'s own job may append to its log",
+                    detail={"token_id": token_id, "project": project, "id": id_},
+                )
+        batch = LogBatch.from_wire(await self._body(request))
+        applied = await self.service.append_log_batch(project, id_, batch)
+        return _json({"applied": applied})
+
     async def _stream(
         self, project: str, id_: str, offset: int, check: Callable[[], Awaitable[None]] | None
     ) -> AsyncIterator[bytes]:
@@ -479,6 +496,8 @@ def create_app(
         _route(runs, GET=api.list_runs, POST=api.create_run),
         _route(f"{runs}/{{id}}", GET=api.get_run, PUT=api.update_run, DELETE=api.delete_run),
         Route(f"{runs}/{{id}}/logs", api.logs, methods=["GET"]),
+        # Before the actions: "logs:append" is no action.
+        Route(f"{runs}/{{id}}/logs:append", api.append_logs, methods=["POST"]),
         Route(f"{runs}/{{id}}/status", api.patch_status, methods=["PATCH"]),
         _route(f"{runs}/{{id}}/metrics", GET=api.metric_history),
         Route(f"{runs}/{{id}}/{{action}}", api.action, methods=["POST"]),

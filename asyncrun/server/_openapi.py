@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from .._core import logs
+from .._core import joblog, logs
 from .._core.protocol import ACTIONS, API_PREFIX, MAX_BATCH_CREATE
 from .._core.query import MAX_IDS, MAX_LIMIT, MAX_WATCH_IDS, MAX_WATCH_SECONDS
 from .._core.records import State
@@ -321,6 +321,42 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
     },
+    "LogBatch": {
+        "type": "object",
+        "required": ["writer", "seq", "lines"],
+        "additionalProperties": False,
+        "properties": {
+            "writer": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{1,64}$"},
+            "seq": {"type": "integer", "minimum": 1},
+            "lines": {
+                "type": "array",
+                "maxItems": joblog.MAX_BATCH_LINES,
+                "description": "[stream, time_us, text] in order",
+                "items": {
+                    "type": "array",
+                    "prefixItems": [
+                        {"enum": list(joblog.STREAMS)},
+                        {"type": "integer", "minimum": 0},
+                        {"type": "string", "maxLength": joblog.MAX_TEXT_CHARS},
+                    ],
+                    "minItems": 3,
+                    "maxItems": 3,
+                },
+            },
+            "end": {
+                "type": "object",
+                "description": "How the job ended (the launcher's last batch only)",
+                "required": ["exit_code", "state"],
+                "additionalProperties": False,
+                "properties": {
+                    "exit_code": {"type": "integer"},
+                    "state": {"enum": [str(state) for state in joblog.END_STATES]},
+                    "message": _NULLABLE_STR,
+                    "status": {"type": "object"},
+                },
+            },
+        },
+    },
     "BatchResult": {
         "type": "object",
         "required": ["applied", "ignored"],
@@ -579,6 +615,29 @@ def openapi_document() -> dict[str, Any]:
                             },
                         },
                         **_errors(404, 422),
+                    },
+                }
+            },
+            f"{runs}/{{id}}/logs:append": {
+                "post": {
+                    "operationId": "appendLogs",
+                    "summary": "A job launcher's numbered batch of log lines (and, last, how the "
+                    "job ended), applied exactly once; only the run's own job token may send it",
+                    "parameters": [project, run_id],
+                    "requestBody": {
+                        "required": True,
+                        **_json_body(_ref("LogBatch"), "The batch"),
+                    },
+                    "responses": {
+                        "200": _json_body(
+                            {
+                                "type": "object",
+                                "required": ["applied"],
+                                "properties": {"applied": {"type": "boolean"}},
+                            },
+                            "Applied, or a duplicate (applied false)",
+                        ),
+                        **_errors(400, 404, 409, 413, 415, 422, write=True),
                     },
                 }
             },

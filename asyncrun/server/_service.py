@@ -23,6 +23,7 @@ from .._core.errors import (
     ServerStopping,
     ValidationError,
 )
+from .._core.joblog import LogBatch
 from .._core.launch import STATUS_KEY
 from .._core.logs import LogPage, tail_start
 from .._core.metrics import Batch, Mode, Op, Value, check_key, check_value
@@ -45,6 +46,8 @@ REAP_EVERY: Final = 1.0
 LOG_PAGE: Final = 5000
 SUPERVISE_EVERY: Final = 1.0
 """Seconds between two checks, on a server, that an agent serves unfinished runs."""
+KEEP_LOG_LINES: Final = 100_000
+"""Log lines kept per run when no executor says otherwise."""
 HEARTBEAT: Final = 5.0
 """Seconds of silence after which a log follow sends an empty batch."""
 
@@ -537,6 +540,30 @@ class RunService:
                 if held == prefix and list(map(type, held)) == list(map(type, prefix)):
                     op = Op(key, Mode.APPEND, checked[count:])
         await self.store.apply_metric_ops(project, id, [op])
+
+    # -- a launcher's logs (remote executors) ----------------------------------------------
+
+    async def append_log_batch(self, project: str, id: str, batch: LogBatch) -> bool:
+        """Append a job launcher's numbered batch of lines exactly once (see ``_core.joblog``).
+
+        Returns:
+            ``True`` if applied now, ``False`` for a retry of a batch already applied.
+
+        Raises:
+            NotFound: if there is no such run.
+            SequenceGap: if an earlier batch of the same writer is missing.
+        """
+        keep = self.executor.keep_log_lines if self.executor is not None else KEEP_LOG_LINES
+        end = None if batch.end is None else _serde.dumps(batch.end.to_wire())
+        return await self.store.append_log_batch(
+            project, id, batch.writer, batch.seq, batch.lines, end=end, keep=keep
+        )
+
+    async def job_run(self, token_id: str) -> str | None:
+        """``project/id`` of the run whose job a token was given to (``None``: not a job's)."""
+        if self.session_token is not None:
+            return None
+        return await self.store.job_run(token_id)
 
     # -- watch and logs -------------------------------------------------------------------
 

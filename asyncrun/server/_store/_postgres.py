@@ -113,6 +113,11 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         f"""CREATE TABLE agents (id {_C} PRIMARY KEY, host TEXT NOT NULL, pid BIGINT NOT NULL,
             heartbeat_us BIGINT NOT NULL)""",
     ),
+    10: (
+        f"""CREATE TABLE log_writers (
+            project {_C} NOT NULL, id {_C} NOT NULL, writer {_C} NOT NULL,
+            last_seq BIGINT NOT NULL, end_doc BYTEA, PRIMARY KEY (project, id, writer))""",
+    ),
 }
 """Steps from version N to N + 1 (N >= 9) in PostgreSQL's form (SQLite's: ``_sqlite``)."""
 BASE_VERSION: Final = 9

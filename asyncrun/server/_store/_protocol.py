@@ -211,6 +211,31 @@ class Store(Protocol):
         """Append log lines of executions; each run keeps its newest ``keep`` lines."""
         ...
 
+    async def append_log_batch(
+        self,
+        project: str,
+        id: str,
+        writer: str,
+        seq: int,
+        lines: Sequence[tuple[str, int, str]],
+        *,
+        end: bytes | None = None,
+        keep: int,
+    ) -> bool:
+        """Append a launcher's numbered batch exactly once (by ``(writer, seq)``).
+
+        ``end`` (JSON) is kept for :meth:`job_end`. Returns ``False`` for a duplicate.
+
+        Raises:
+            NotFound: if there is no such run.
+            SequenceGap: if an earlier batch of this writer is missing.
+        """
+        ...
+
+    async def job_end(self, project: str, id: str, writer: str) -> bytes | None:
+        """The end (JSON) a launcher reported in its last batch, if it arrived."""
+        ...
+
     async def log_bounds(self, project: str, id: str) -> tuple[int, int]:
         """``(first, end)``: offsets of a run's oldest stored line and the one after its newest."""
         ...
@@ -255,6 +280,10 @@ class Store(Protocol):
 
     async def token(self, token_id: str) -> tuple[Grant, bytes] | None:
         """A token's grant and secret digest, or ``None``."""
+        ...
+
+    async def job_run(self, token_id: str) -> str | None:
+        """``project/id`` of the run whose job the token was given to (``None``: not a job's)."""
         ...
 
     async def tokens(self) -> list[TokenInfo]:

@@ -35,6 +35,19 @@ _PROBE: Final = 1000
 _IN: Final = 500
 """Ids per ``IN (...)``: well below SQLite's variable limit."""
 
+LOG_WRITERS_MIGRATION: Final = (
+    # Launchers' numbered log batches (remote executors): each applied once, in order; the
+    # last one carries how the job ended (``end``, JSON), which its reconciler records.
+    """CREATE TABLE log_writers (
+        project TEXT NOT NULL,
+        id TEXT NOT NULL,
+        writer TEXT NOT NULL,
+        last_seq INTEGER NOT NULL,
+        end_doc BLOB,
+        PRIMARY KEY (project, id, writer)
+    ) WITHOUT ROWID""",
+)
+
 
 def _from_us(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1_000_000, UTC)
@@ -235,7 +248,7 @@ def get(project: str, id: str) -> Operation[Run | None]:
 def delete(project: str, id: str) -> Operation[bool]:
     """Remove a run with its logs and executions; ``False`` if it did not exist."""
     deleted = yield q("DELETE FROM runs WHERE project = ? AND id = ?", project, id)
-    for table in ("run_labels", "logs", "executions"):
+    for table in ("run_labels", "logs", "executions", "log_writers"):
         yield q(f"DELETE FROM {table} WHERE project = ? AND id = ?", project, id)
     yield from _tokens.revoke_jobs(f"{project}/{id}")  # its job's token dies with the run
     yield from _metrics.delete(project, id)
@@ -453,30 +466,100 @@ def append_logs(
         project, id = ident[0], ident[1]
         if not (yield from _execution_exists(ident)):
             continue  # deleted: its lines must not reach a new run with the same id
-        start = (
-            yield q(
-                "SELECT coalesce(max(line_no), -1) + 1 FROM logs WHERE project = ? AND id = ?",
-                project,
-                id,
-            )
-        ).value()
-        start = int(start)
-        yield many(
-            "INSERT INTO logs (project, id, line_no, stream, time_us, text)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (project, id, start + i, stream, time_us, text)
-                for i, (stream, time_us, text) in enumerate(batch)
-            ],
+        yield from _append(project, id, batch, keep)
+
+
+def _append(
+    project: str, id: str, batch: Sequence[tuple[str, int, str]], keep: int
+) -> Operation[None]:
+    start = (
+        yield q(
+            "SELECT coalesce(max(line_no), -1) + 1 FROM logs WHERE project = ? AND id = ?",
+            project,
+            id,
         )
-        end = start + len(batch)
-        if end > keep:
-            yield q(
-                "DELETE FROM logs WHERE project = ? AND id = ? AND line_no < ?",
-                project,
-                id,
-                end - keep,
-            )
+    ).value()
+    start = int(start)
+    yield many(
+        "INSERT INTO logs (project, id, line_no, stream, time_us, text) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (project, id, start + i, stream, time_us, text)
+            for i, (stream, time_us, text) in enumerate(batch)
+        ],
+    )
+    end = start + len(batch)
+    if end > keep:
+        yield q(
+            "DELETE FROM logs WHERE project = ? AND id = ? AND line_no < ?",
+            project,
+            id,
+            end - keep,
+        )
+
+
+def append_log_batch(
+    project: str,
+    id: str,
+    writer: str,
+    seq: int,
+    lines: Sequence[tuple[str, int, str]],
+    end: bytes | None,
+    keep: int,
+) -> Operation[bool]:
+    """Append a launcher's numbered batch of lines exactly once (in the caller's write).
+
+    A batch at or below the writer's last number is a retry of one applied: ignored
+    (``False``). Its lines get the offsets after the run's newest line, like the agent's;
+    only the newest ``keep`` lines are kept. ``end`` (JSON), if given, is kept with the writer
+    for the run's reconciler (:func:`job_end`).
+
+    Raises:
+        NotFound: if there is no such run.
+        SequenceGap: if ``seq`` is not the writer's next number.
+    """
+    yield from require_run(project, id)
+    row = (
+        yield q(
+            "SELECT last_seq FROM log_writers WHERE project = ? AND id = ? AND writer = ?",
+            project,
+            id,
+            writer,
+        )
+    ).one()
+    last = 0 if row is None else int(row[0])
+    if seq <= last:
+        return False  # a retry of a batch already applied
+    if seq != last + 1:
+        raise _metrics.SequenceGap(
+            f"log batch {seq} of writer {writer!r} arrived before batch {last + 1}",
+            detail={"expected": last + 1, "got": seq},
+        )
+    if lines:
+        yield from _append(project, id, lines, keep)
+    yield q(
+        "INSERT INTO log_writers (project, id, writer, last_seq, end_doc) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (project, id, writer) DO UPDATE SET last_seq = excluded.last_seq,"
+        " end_doc = coalesce(excluded.end_doc, log_writers.end_doc)",
+        project,
+        id,
+        writer,
+        seq,
+        end,
+    )
+    return True
+
+
+def job_end(project: str, id: str, writer: str) -> Operation[bytes | None]:
+    """The end a launcher reported (JSON), if its last batch arrived."""
+    row = (
+        yield q(
+            "SELECT end_doc FROM log_writers WHERE project = ? AND id = ? AND writer = ?",
+            project,
+            id,
+            writer,
+        )
+    ).one()
+    return None if row is None or row[0] is None else bytes(row[0])
 
 
 def log_bounds(project: str, id: str) -> Operation[tuple[int, int]]:

@@ -17,7 +17,7 @@ import anyio
 
 from ..._core.errors import StorageFull
 from .._procs import private_dir, private_file
-from . import _agents, _documents, _feed, _metrics, _tokens
+from . import _agents, _documents, _feed, _metrics, _runs, _tokens
 from ._sql import Op as Operation
 from ._sql import Result, Statement, run_sync
 from ._sqlstore import SQLStore
@@ -105,6 +105,7 @@ MIGRATIONS: Final[Sequence[Sequence[Step]]] = (
     _feed.MIGRATION,
     _documents.MIGRATION,
     _agents.MIGRATION,
+    _runs.LOG_WRITERS_MIGRATION,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

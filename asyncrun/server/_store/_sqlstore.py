@@ -300,6 +300,29 @@ class SQLStore:
         """Append log lines of executions; each run keeps its newest ``keep`` lines."""
         await self._write(_runs.append_logs(lines, keep))
 
+    async def append_log_batch(
+        self,
+        project: str,
+        id: str,
+        writer: str,
+        seq: int,
+        lines: Sequence[tuple[str, int, str]],
+        *,
+        end: bytes | None = None,
+        keep: int,
+    ) -> bool:
+        """Append a launcher's numbered batch exactly once; ``False`` for a duplicate.
+
+        Raises:
+            NotFound: if there is no such run.
+            SequenceGap: if an earlier batch of this writer is missing.
+        """
+        return await self._write(_runs.append_log_batch(project, id, writer, seq, lines, end, keep))
+
+    async def job_end(self, project: str, id: str, writer: str) -> bytes | None:
+        """The end (JSON) a launcher reported in its last batch, if it arrived."""
+        return await self._read(_runs.job_end(project, id, writer))
+
     async def log_bounds(self, project: str, id: str) -> tuple[int, int]:
         """``(first, end)``: offsets of a run's oldest stored line and the one after its newest."""
         return await self._read(_runs.log_bounds(project, id))
@@ -352,6 +375,10 @@ class SQLStore:
     async def token(self, token_id: str) -> tuple[Grant, bytes] | None:
         """A token's grant and secret digest, or ``None``."""
         return await self._read(_tokens.lookup(token_id))
+
+    async def job_run(self, token_id: str) -> str | None:
+        """``project/id`` of the run whose job the token was given to (``None``: not a job's)."""
+        return await self._read(_tokens.job_run(token_id))
 
     async def tokens(self) -> list[TokenInfo]:
         """Every stored token (without secrets)."""

@@ -64,6 +64,12 @@ def lookup(token_id: str) -> Operation[tuple[Grant, bytes] | None]:
     return Grant(token_id, role, frozenset(orjson.loads(projects))), bytes(digest)
 
 
+def job_run(token_id: str) -> Operation[str | None]:
+    """``project/id`` of the run whose job a token was given to (``None``: not a job's)."""
+    row = (yield q("SELECT run FROM tokens WHERE id = ?", token_id)).one()
+    return None if row is None or row[0] is None else str(row[0])
+
+
 def listing() -> Operation[list[TokenInfo]]:
     """Every token, oldest first."""
     rows = yield q(
