@@ -98,7 +98,8 @@ def test_batches_apply_once_in_order_and_only_for_the_jobs_own_run(
     assert append(auth_server, token, "p", id_, batch(1, "a", "b")).json() == {"applied": True}
     assert append(auth_server, token, "p", id_, batch(1, "a", "b")).json() == {"applied": False}
     gap = append(auth_server, token, "p", id_, batch(3, "z"))
-    assert gap.status_code == 409 and gap.json()["code"] == "sequence_gap"
+    assert gap.status_code == 409
+    assert gap.json()["code"] == "sequence_gap"
     assert gap.json()["detail"] == {"expected": 2, "got": 3}
     end = {"exit_code": 2, "state": "ERROR", "message": "boom", "status": {"exit_code": 2}}
     assert append(auth_server, token, "p", id_, batch(2, "c", end=end)).json()["applied"]
@@ -111,7 +112,8 @@ def test_batches_apply_once_in_order_and_only_for_the_jobs_own_run(
     assert append(auth_server, user, "p", id_, batch(3, "x")).status_code == 403
     assert append(auth_server, "art_nope", "p", id_, batch(3, "x")).status_code == 401
     bad = append(auth_server, token, "p", id_, {"writer": "x1", "seq": 3, "lines": [["x"]]})
-    assert bad.status_code == 422 and bad.json()["detail"] == {"field": "lines[0]"}
+    assert bad.status_code == 422
+    assert bad.json()["detail"] == {"field": "lines[0]"}
     assert log_lines(auth_server, user, "p", id_)[-1]["text"] == "c"
 
 
@@ -127,7 +129,8 @@ def test_appended_lines_keep_only_the_newest_with_contiguous_offsets(
         assert append(auth_server, token, "p", id_, {"writer": "w", "seq": seq, "lines": lines})
     kept = log_lines(auth_server, user, "p", id_)
     assert [line["offset"] for line in kept] == list(range(40, 90))  # --max-log-lines 50
-    assert kept[-1]["text"] == "3-29" and kept[-1]["stream"] == "stderr"
+    assert kept[-1]["text"] == "3-29"
+    assert kept[-1]["stream"] == "stderr"
 
 
 def launcher(server: ServerProcess, token: str, project: str, id_: str, writer: str) -> Any:
@@ -150,7 +153,7 @@ def launcher(server: ServerProcess, token: str, project: str, id_: str, writer: 
 
 def finish(proc: subprocess.Popen[bytes]) -> int:
     """The launcher's exit code (its output is shown if a test fails)."""
-    out, err = proc.communicate(timeout=90)
+    _out, err = proc.communicate(timeout=90)
     sys.stderr.write(err.decode(errors="replace"))
     return proc.returncode
 
@@ -181,7 +184,8 @@ def test_the_launcher_delivers_tagged_lines_and_the_kinds_end(auth_server: Serve
     proc = launcher(auth_server, job_token(db, "p", id2), "p", id2, "x1")
     assert finish(proc) == 0
     end = job_end(db, "p", id2, "x1")
-    assert end is not None and end["state"] == "COMPLETED"
+    assert end is not None
+    assert end["state"] == "COMPLETED"
     assert end["status"] == {"exit_code": 0, "results": {"n": 3}}
 
 

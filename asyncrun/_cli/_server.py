@@ -140,6 +140,36 @@ def _shown(db: Path | str) -> str:
     help="The URL jobs use to reach this server. Default: from --host, --port and TLS.",
 )
 @click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where jobs run: 'local' processes of this machine, or 'ray' jobs on a Ray cluster "
+    "(with --ray-address; see the Ray guide).",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    envvar="ASYNCRUN_RAY_ADDRESS",
+    metavar="URL",
+    help="The Ray head's dashboard, http://HOST:8265 (with --executor ray). Also "
+    "ASYNCRUN_RAY_ADDRESS.",
+)
+@click.option(
+    "--ray-python",
+    default=None,
+    metavar="PATH",
+    help="The interpreter, on the Ray cluster, that runs each job's launcher (asyncrun "
+    "installed). Default: this server's interpreter's path.",
+)
+@click.option(
+    "--ray-lost-after",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds the Ray head may be unreachable before open runs end in ERROR (lost).",
+)
+@click.option(
     "--ssl-certfile", type=click.Path(exists=True, dir_okay=False), help="TLS cert (PEM)."
 )
 @click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), help="TLS key (PEM).")
@@ -160,6 +190,10 @@ def server(
     isolate_jobs: bool,
     job_uids: str,
     public_url: str | None,
+    executor: str,
+    ray_address: str | None,
+    ray_python: str | None,
+    ray_lost_after: float,
     ssl_certfile: str | None,
     ssl_keyfile: str | None,
 ) -> None:
@@ -185,6 +219,10 @@ def server(
             "--isolate-jobs runs each job as a user of its own, which needs root: start the "
             "server as root, or without --isolate-jobs (jobs then run as your user)"
         )
+    if executor == "ray" and not ray_address:
+        raise click.UsageError("--executor ray needs --ray-address http://HOST:8265")
+    if executor == "ray" and isolate_jobs:
+        raise click.UsageError("--isolate-jobs is for local jobs; Ray runs jobs as its own user")
     uids = _uid_range(job_uids)
     listener = _bind(host, port)  # before anything says "listening": a taken port fails here
     try:
@@ -210,6 +248,10 @@ def server(
             job_token_role=job_token_role,
             isolate=isolate_jobs,
             job_uids=uids,
+            executor=executor,
+            ray_address=ray_address,
+            ray_python=ray_python,
+            ray_lost_after=ray_lost_after,
         )
     except AsyncRunError as exc:  # the database cannot be reached: say which, never how
         raise click.ClickException(str(exc)) from None

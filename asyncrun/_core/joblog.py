@@ -138,7 +138,7 @@ class JobEnd:
         if type(code) is not int or not -(2**31) <= code < 2**31:
             raise _bad("end.exit_code", "end.exit_code must be an integer")
         try:
-            state = State(data.get("state"))
+            state = State(str(data.get("state")))
         except ValueError:
             state = None
         if state not in END_STATES:

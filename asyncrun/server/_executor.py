@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -159,3 +160,53 @@ class LocalExecutor:
         if execution.pid is None or execution.ended_us is not None:
             return
         kill_execution(execution.pid, execution.pid_started, execution.uid, execution.key)
+
+
+class RayAgentExecutor(LocalExecutor):
+    """Runs jobs on a Ray cluster through this server's Ray agent (see ``_ray_agent``).
+
+    The service treats it as the local executor: it decides launches the same way and keeps
+    the agent alive through the same lock protocol; only the agent it starts differs.
+
+    Args:
+        db_path: The SQLite database, or ``None`` with ``url``.
+        ray_address: The Ray head's dashboard address (``http://HOST:8265``).
+        lock: The Ray agent's lock file (``ray-agent.lock`` in the jobs folder).
+        python: The interpreter the cluster runs the launcher with.
+        lost_after: Seconds the head may be unreachable before open runs end as lost.
+        **options: What :class:`LocalExecutor` takes (``endpoint`` is required).
+    """
+
+    def __init__(
+        self,
+        db_path: Path | None,
+        *,
+        ray_address: str,
+        lock: Path,
+        python: str | None = None,
+        lost_after: float = 60.0,
+        **options: Any,
+    ) -> None:
+        super().__init__(db_path, lock=lock, **options)
+        self.ray_address = ray_address
+        self.python = python or sys.executable
+        self.lost_after = lost_after
+
+    async def _spawn(self) -> None:
+        argv = [
+            sys.executable, "-m", "asyncrun.server._ray_agent", "--lock", str(self.lock),
+            "--ray-address", self.ray_address, "--python", self.python,
+            "--endpoint", self.endpoint or "", "--grace", str(self.stop_grace),
+            "--idle-exit", str(self.idle_exit), "--lost-after", str(self.lost_after),
+        ]  # fmt: skip
+        env = {**os.environ, "ASYNCRUN_AGENT_LOG": str(self.lock.with_name("ray-agent.log"))}
+        if self.url is not None:
+            env[DB_ENV] = self.url
+        else:
+            assert self.db_path is not None
+            argv += ["--db", str(self.db_path)]
+        await anyio.run_process(["/bin/sh", "-c", _SPAWN, "sh", *argv], env=env)
+
+    @staticmethod
+    def kill(execution: Execution) -> None:
+        """Nothing here: the Ray agent stops the job of a deleted run at its next claim."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import _config
 from .._core.auth import WRITE, Grant
@@ -72,6 +72,10 @@ def open_service(
     isolate: bool = False,
     job_uids: tuple[int, int] = DEFAULT_UIDS,
     session_token: tuple[Grant, bytes] | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    ray_python: str | None = None,
+    ray_lost_after: float = 60.0,
 ) -> RunService:
     """The service on the store in ``db`` (default: :func:`default_db_path`), with jobs.
 
@@ -93,6 +97,11 @@ def open_service(
         job_uids: The uid range isolated jobs use.
         session_token: ``(grant, secret digest)`` of the only token the service accepts,
             instead of the stored ones (``asyncrun ui``'s, which is never stored).
+        executor: ``local`` (the agent's processes) or ``ray`` (a Ray cluster, through the
+            Ray agent: a server's only, with ``endpoint`` and ``ray_address``).
+        ray_address: The Ray head's dashboard address, ``http://HOST:8265``.
+        ray_python: The interpreter the cluster runs the launcher with (default: this one).
+        ray_lost_after: Seconds the Ray head may be unreachable before open runs end as lost.
 
     Returns:
         The service; ``aclose()`` releases the store.
@@ -101,8 +110,13 @@ def open_service(
         ValueError: for a PostgreSQL URL without ``endpoint`` (the embedded backend is SQLite).
         StoreUnavailable: if a PostgreSQL database cannot be reached.
     """
-    from ._executor import LocalExecutor
+    from ._executor import LocalExecutor, RayAgentExecutor
     from ._service import RunService
+
+    if executor not in ("local", "ray"):
+        raise ValueError(f"the executor is 'local' or 'ray', not {executor!r}")
+    if executor == "ray" and (endpoint is None or not ray_address):
+        raise ValueError("the Ray executor is a server's (an endpoint) and needs a Ray address")
 
     if is_postgres(db):
         if endpoint is None:
@@ -122,17 +136,30 @@ def open_service(
         if endpoint is not None:
             jobs_dir = (jobs_dir or path.with_name("jobs")).resolve()
         url = lock = None
-    executor = LocalExecutor(
-        path,
-        url=url,
-        lock=lock,
-        stop_grace=stop_grace,
-        keep_log_lines=keep_log_lines,
-        endpoint=endpoint,
-        jobs_dir=jobs_dir,
-        job_env=job_env,
-        job_token_role=job_token_role,
-        isolate=isolate,
-        job_uids=job_uids,
-    )
-    return RunService(store, executor, session_token=session_token)
+    options: dict[str, Any] = {
+        "stop_grace": stop_grace,
+        "keep_log_lines": keep_log_lines,
+        "endpoint": endpoint,
+        "jobs_dir": jobs_dir,
+        "job_env": job_env,
+        "job_token_role": job_token_role,
+        "isolate": isolate,
+        "job_uids": job_uids,
+    }
+    jobs: LocalExecutor
+    if executor == "ray":
+        assert jobs_dir is not None
+        assert ray_address is not None
+        jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        jobs = RayAgentExecutor(
+            path,
+            url=url,
+            lock=jobs_dir / "ray-agent.lock",
+            ray_address=ray_address,
+            python=ray_python,
+            lost_after=ray_lost_after,
+            **options,
+        )
+    else:
+        jobs = LocalExecutor(path, url=url, lock=lock, **options)
+    return RunService(store, jobs, session_token=session_token)
