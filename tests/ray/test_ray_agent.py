@@ -29,7 +29,8 @@ def _top_conftest() -> Any:
     spec = importlib.util.spec_from_file_location(
         "asyncrun_tests_conftest", Path(__file__).parents[1] / "conftest.py"
     )
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
