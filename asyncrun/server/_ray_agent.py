@@ -61,8 +61,15 @@ from ._store._sqlstore import Blocking
 
 POLL = 0.2
 """Seconds between two ticks (each polls Ray once)."""
+REDELETE_WATCH = 30.0
+"""Seconds a deleted Ray job is watched for Ray writing it back (then deleted again)."""
 MAX_MESSAGE = 2000
 """Characters of a message from Ray kept on a run."""
+
+
+def _log(message: str) -> None:
+    with contextlib.suppress(OSError):
+        print(f"asyncrun ray agent: {message}", file=sys.stderr, flush=True)
 
 
 def unreachable_message(address: str, seconds: float) -> str:
@@ -108,6 +115,9 @@ class RayAgent:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.tracked: dict[tuple[str, str], Tracked] = {}
         self.orphans: set[str] = set()  # jobs to stop and delete that no run needs any more
+        # Deleted jobs, watched a while: Ray may write a job back (FAILED, "supervisor actor
+        # died") when its supervisor exits after the deletion; it is deleted again.
+        self.deleted: dict[str, float] = {}
         self.next_claim = 0.0
         self.unreachable_since: float | None = None
         self.lock: IO[bytes] | None = None
@@ -146,9 +156,8 @@ class RayAgent:
                 try:
                     self.tick(now)
                 except AsyncRunError as exc:  # the store or Ray: try again next tick
-                    with contextlib.suppress(OSError):
-                        print(f"asyncrun ray agent: {exc}", file=sys.stderr, flush=True)
-                if self.tracked or self.orphans:
+                    _log(str(exc))
+                if self.tracked or self.orphans or self.deleted:
                     idle_since = now
                 elif self.terminating or now - idle_since >= self.args.idle_exit:
                     # Jobs on Ray outlive this process: a terminating agent leaves them to
@@ -182,7 +191,11 @@ class RayAgent:
         if now >= self.next_claim or self._unclaimed():
             self.claim(now)
         stopping = self.call(self.store.ids_in_state, State.STOP) if self.tracked else set()
-        handles = [t.handle for t in self.tracked.values()] + sorted(self.orphans)
+        for handle, when in list(self.deleted.items()):
+            if now - when > REDELETE_WATCH:
+                del self.deleted[handle]
+        handles = [t.handle for t in self.tracked.values()]
+        handles += sorted(self.orphans | set(self.deleted))
         try:
             seen = self.engine.poll(handles)
         except TransportError:
@@ -190,7 +203,11 @@ class RayAgent:
             return
         self.unreachable_since = None
         for orphan in list(self.orphans):
-            self._end_orphan(orphan, seen.get(orphan))
+            self._end_orphan(orphan, seen.get(orphan), now)
+        for handle in list(self.deleted):
+            observed = seen.get(handle)
+            if observed is not None and observed.status is not None:
+                self.orphans.add(handle)  # back again: delete it again once terminal
         for key, tracked in list(self.tracked.items()):
             observed = seen.get(tracked.handle)
             if observed is None:
@@ -388,17 +405,19 @@ class RayAgent:
         if known:
             self.orphans.add(tracked.handle)  # deleted from Ray once it is terminal there
 
-    def _end_orphan(self, handle: str, observed: Observation | None) -> None:
+    def _end_orphan(self, handle: str, observed: Observation | None, now: float) -> None:
         if observed is None or observed.status is None:
             self.orphans.discard(handle)  # Ray does not know it (any more)
             return
-        if observed.outcome is not None and observed.outcome.state in TERMINAL:
-            with contextlib.suppress(AsyncRunError):
+        try:
+            if observed.outcome is not None and observed.outcome.state in TERMINAL:
                 self.engine.forget(handle)
                 self.orphans.discard(handle)
-            return
-        with contextlib.suppress(AsyncRunError):
-            self.engine.stop(handle)  # repeat-safe: a PENDING job ends once Ray starts it
+                self.deleted[handle] = now
+            else:
+                self.engine.stop(handle)  # repeat-safe: a PENDING job ends once Ray starts it
+        except AsyncRunError as exc:  # tried again next tick
+            _log(f"Ray job {handle}: {exc}")
 
 
 def main(argv: list[str] | None = None) -> int:
