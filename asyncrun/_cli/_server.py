@@ -170,6 +170,13 @@ def _shown(db: Path | str) -> str:
     help="Seconds the Ray head may be unreachable before open runs end in ERROR (lost).",
 )
 @click.option(
+    "--ray-entrypoint-cpus",
+    default=None,
+    type=click.FloatRange(min=0),
+    help="CPUs Ray reserves for each job's entrypoint (default: Ray's, 0). A job waits "
+    "PENDING until a node has them.",
+)
+@click.option(
     "--ssl-certfile", type=click.Path(exists=True, dir_okay=False), help="TLS cert (PEM)."
 )
 @click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), help="TLS key (PEM).")
@@ -194,6 +201,7 @@ def server(
     ray_address: str | None,
     ray_python: str | None,
     ray_lost_after: float,
+    ray_entrypoint_cpus: float | None,
     ssl_certfile: str | None,
     ssl_keyfile: str | None,
 ) -> None:
@@ -252,6 +260,7 @@ def server(
             ray_address=ray_address,
             ray_python=ray_python,
             ray_lost_after=ray_lost_after,
+            ray_entrypoint_cpus=ray_entrypoint_cpus,
         )
     except AsyncRunError as exc:  # the database cannot be reached: say which, never how
         raise click.ClickException(str(exc)) from None

@@ -174,6 +174,7 @@ class RayAgentExecutor(LocalExecutor):
         lock: The Ray agent's lock file (``ray-agent.lock`` in the jobs folder).
         python: The interpreter the cluster runs the launcher with.
         lost_after: Seconds the head may be unreachable before open runs end as lost.
+        entrypoint_cpus: CPUs Ray reserves for each job's entrypoint (``None``: Ray's 0).
         **options: What :class:`LocalExecutor` takes (``endpoint`` is required).
     """
 
@@ -185,12 +186,14 @@ class RayAgentExecutor(LocalExecutor):
         lock: Path,
         python: str | None = None,
         lost_after: float = 60.0,
+        entrypoint_cpus: float | None = None,
         **options: Any,
     ) -> None:
         super().__init__(db_path, lock=lock, **options)
         self.ray_address = ray_address
         self.python = python or sys.executable
         self.lost_after = lost_after
+        self.entrypoint_cpus = entrypoint_cpus
 
     async def _spawn(self) -> None:
         argv = [
@@ -199,6 +202,8 @@ class RayAgentExecutor(LocalExecutor):
             "--endpoint", self.endpoint or "", "--grace", str(self.stop_grace),
             "--idle-exit", str(self.idle_exit), "--lost-after", str(self.lost_after),
         ]  # fmt: skip
+        if self.entrypoint_cpus is not None:
+            argv += ["--entrypoint-cpus", str(self.entrypoint_cpus)]
         env = {**os.environ, "ASYNCRUN_AGENT_LOG": str(self.lock.with_name("ray-agent.log"))}
         if self.url is not None:
             env[DB_ENV] = self.url

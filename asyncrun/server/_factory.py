@@ -76,6 +76,7 @@ def open_service(
     ray_address: str | None = None,
     ray_python: str | None = None,
     ray_lost_after: float = 60.0,
+    ray_entrypoint_cpus: float | None = None,
 ) -> RunService:
     """The service on the store in ``db`` (default: :func:`default_db_path`), with jobs.
 
@@ -102,6 +103,7 @@ def open_service(
         ray_address: The Ray head's dashboard address, ``http://HOST:8265``.
         ray_python: The interpreter the cluster runs the launcher with (default: this one).
         ray_lost_after: Seconds the Ray head may be unreachable before open runs end as lost.
+        ray_entrypoint_cpus: CPUs Ray reserves for each job's entrypoint (``None``: Ray's 0).
 
     Returns:
         The service; ``aclose()`` releases the store.
@@ -158,6 +160,7 @@ def open_service(
             ray_address=ray_address,
             python=ray_python,
             lost_after=ray_lost_after,
+            entrypoint_cpus=ray_entrypoint_cpus,
             **options,
         )
     else:

@@ -61,6 +61,8 @@ from ._store._sqlstore import Blocking
 
 POLL = 0.2
 """Seconds between two ticks (each polls Ray once)."""
+ORPHAN_STOP_EVERY = 5.0
+"""Seconds between two stops of a job no run needs that Ray has not ended yet."""
 REDELETE_WATCH = 30.0
 """Seconds a deleted Ray job is watched for Ray writing it back (then deleted again)."""
 MAX_MESSAGE = 2000
@@ -111,13 +113,16 @@ class RayAgent:
         self.store = open_store(url if url is not None else self.db)
         self.call = Blocking(self.store)
         self.address = args.ray_address
-        self.engine: Executor = engine or RayExecutor(RayJobs(args.ray_address))
+        self.engine: Executor = engine or RayExecutor(
+            RayJobs(args.ray_address), entrypoint_num_cpus=args.entrypoint_cpus
+        )
         self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.tracked: dict[tuple[str, str], Tracked] = {}
         self.orphans: set[str] = set()  # jobs to stop and delete that no run needs any more
         # Deleted jobs, watched a while: Ray may write a job back (FAILED, "supervisor actor
         # died") when its supervisor exits after the deletion; it is deleted again.
         self.deleted: dict[str, float] = {}
+        self.next_orphan_stop: dict[str, float] = {}
         self.next_claim = 0.0
         self.unreachable_since: float | None = None
         self.lock: IO[bytes] | None = None
@@ -408,14 +413,19 @@ class RayAgent:
     def _end_orphan(self, handle: str, observed: Observation | None, now: float) -> None:
         if observed is None or observed.status is None:
             self.orphans.discard(handle)  # Ray does not know it (any more)
+            self.next_orphan_stop.pop(handle, None)
             return
         try:
             if observed.outcome is not None and observed.outcome.state in TERMINAL:
                 self.engine.forget(handle)
                 self.orphans.discard(handle)
+                self.next_orphan_stop.pop(handle, None)
                 self.deleted[handle] = now
-            else:
-                self.engine.stop(handle)  # repeat-safe: a PENDING job ends once Ray starts it
+            elif now >= self.next_orphan_stop.get(handle, 0.0):
+                # Repeat-safe, and repeated (not every tick): a PENDING job ignores a stop
+                # until Ray starts it.
+                self.next_orphan_stop[handle] = now + ORPHAN_STOP_EVERY
+                self.engine.stop(handle)
         except AsyncRunError as exc:  # tried again next tick
             _log(f"Ray job {handle}: {exc}")
 
@@ -430,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grace", type=float, default=10.0)
     parser.add_argument("--idle-exit", type=float, default=30.0)
     parser.add_argument("--lost-after", type=float, default=60.0)
+    parser.add_argument("--entrypoint-cpus", type=float, default=None)
     args = parser.parse_args(argv)
     with contextlib.suppress(PermissionError):
         os.setsid()

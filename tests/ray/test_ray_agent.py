@@ -188,6 +188,25 @@ def test_the_launcher_loses_nothing_while_the_server_restarts(
     assert [line.text for line in run.logs()] == [str(i) for i in range(60)]
 
 
+def test_a_job_ray_holds_pending_is_stopped_on_our_side(ray_head: Head, tmp_path: Path) -> None:
+    db = tmp_path / "runs.sqlite3"
+    token = create_token(db, PROJECT, role="run")
+    # More CPUs than the head has: Ray holds every job PENDING, and ignores a stop meanwhile.
+    server = start_server(db, ray_head.address, "--ray-entrypoint-cpus", "64")
+    try:
+        with asyncrun.Client(server.url, token) as c:
+            run = c.new_run(PROJECT, "command+job", spec=command("print('never')"))
+            run.run()
+            wait_for(lambda: run.refresh().status.state is State.PENDING, "PENDING", 60)
+            run.stop()
+            done = run.wait(timeout=30)
+            assert done.status.state is State.STOPPED
+            assert done.status.message == "stopped"
+            assert list(run.logs()) == []
+    finally:
+        server.stop()
+
+
 def test_runs_end_lost_when_the_ray_head_goes_away(tmp_path: Path) -> None:
     head = RayHead()  # a head of its own: this test stops it
     server = None
