@@ -255,3 +255,13 @@ def ray(session: nox.Session) -> None:
     """
     session.install("-e", ".[test]", RAY)
     session.run("python", "-m", "pytest", "tests/ray", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench_ray(session: nox.Session) -> None:
+    """The Ray executor against the local agent (benchmarks/bench_ray.py, a head on loopback).
+
+    Writes benchmarks/results/ray.json. Arguments after ``--`` go to the script (``--jobs N``).
+    """
+    session.install("-e", ".[test]", RAY)
+    session.run("python", "benchmarks/bench_ray.py", *session.posargs)

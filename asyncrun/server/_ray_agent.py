@@ -228,8 +228,11 @@ class RayAgent:
                     self._record(tracked, Target(State.STOPPED, "stopped", {}))
                     self.orphans.add(tracked.handle)
                     continue
-            tracked.last = observed
+            unchanged = tracked.last is not None and tracked.last.status == observed.status
+            if unchanged and not (observed.outcome and observed.outcome.state in TERMINAL):
+                continue  # nothing new: the run is not read again
             self._observe(tracked, observed, stop)
+            tracked.last = observed
 
     def _unreachable(self, now: float) -> None:
         if self.unreachable_since is None:
