@@ -176,8 +176,8 @@ def test_the_launcher_loses_nothing_while_the_server_restarts(
     client: asyncrun.Client, ray_server: tuple[Any, str]
 ) -> None:
     server, _ = ray_server
-    script = "import time\nfor i in range(60):\n    print(i, flush=True); time.sleep(0.1)"
-    run = client.new_run(PROJECT, "command+job", spec=command(script))
+    spec = {"handler": "_jobs:count", "parameters": {"n": 50, "delay": 0.1}, "cwd": JOBS_DIR}
+    run = client.new_run(PROJECT, "python+job", spec=spec)
     run.run()
     wait_for(lambda: list(run.logs()), "the first lines", 120)
     server.stop()  # the job goes on while nobody listens; its launcher retries
@@ -185,7 +185,8 @@ def test_the_launcher_loses_nothing_while_the_server_restarts(
     server.start()  # the same port and database
     done = run.wait(timeout=120)
     assert done.status.state is State.COMPLETED, done.status.message
-    assert [line.text for line in run.logs()] == [str(i) for i in range(60)]
+    assert [line.text for line in run.logs()] == [f"line {i}" for i in range(50)]  # once each
+    assert run.result() == {"n": 50}
 
 
 def test_a_job_ray_holds_pending_is_stopped_on_our_side(ray_head: Head, tmp_path: Path) -> None:
