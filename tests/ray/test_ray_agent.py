@@ -8,12 +8,15 @@ runs them with this interpreter (the session's venv): the head is on this machin
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from conftest import RayHead
 
@@ -41,6 +44,14 @@ JOBS_DIR: str = _top.JOBS_DIR
 ServerProcess = _top.ServerProcess
 create_token = _top.create_token
 wait_for = _top.wait_for
+processes_with = _top.processes_with
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return ""
 
 
 class Head:
@@ -187,6 +198,41 @@ def test_the_launcher_loses_nothing_while_the_server_restarts(
     assert done.status.state is State.COMPLETED, done.status.message
     assert [line.text for line in run.logs()] == [f"line {i}" for i in range(50)]  # once each
     assert run.result() == {"n": 50}
+
+
+def test_a_new_ray_agent_adopts_the_jobs_ray_runs(
+    client: asyncrun.Client, ray_server: tuple[Any, str]
+) -> None:
+    server, _ = ray_server
+    spec = {"handler": "_jobs:count", "parameters": {"n": 30, "delay": 0.1}, "cwd": JOBS_DIR}
+    run = client.new_run(PROJECT, "python+job", spec=spec)
+    run.run()
+    wait_for(lambda: run.refresh().status.state is State.RUNNING, "RUNNING", 120)
+    lock = str(Path(server.db).with_name("jobs") / "ray-agent.lock")
+    (agent,) = [pid for pid in processes_with("asyncrun.server._ray_agent") if lock in cmdline(pid)]
+    os.kill(agent, signal.SIGKILL)  # the server starts another, which finds the job on Ray
+    done = run.wait(timeout=120)
+    assert done.status.state is State.COMPLETED, done.status.message
+    assert run.result() == {"n": 30}
+    assert [line.text for line in run.logs()] == [f"line {i}" for i in range(30)]
+
+
+def test_the_ray_executor_on_postgresql(ray_head: Head, postgres: Any, tmp_path: Path) -> None:
+    url = postgres.create_database()
+    server = ServerProcess(
+        url, "--executor", "ray", "--ray-address", ray_head.address,
+        "--jobs-dir", str(tmp_path / "jobs"), log=tmp_path / "server.log",
+    )  # fmt: skip
+    server.start()
+    try:
+        with asyncrun.Client(server.url) as c:
+            run = c.new_run(PROJECT, "command+job", spec=command("print('on postgres')"))
+            run.run()
+            done = run.wait(timeout=120)
+            assert done.status.state is State.COMPLETED, done.status.message
+            assert [line.text for line in run.logs()] == ["on postgres"]
+    finally:
+        server.stop()
 
 
 def test_a_job_ray_holds_pending_is_stopped_on_our_side(ray_head: Head, tmp_path: Path) -> None:
