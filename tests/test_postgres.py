@@ -76,6 +76,13 @@ async def test_a_wait_on_one_replica_wakes_when_another_changes_the_run(
             await seen.wait()
         assert seen.status.state is asyncrun.State.COMPLETED, seen.status.message
         assert seen.metrics["step"] == list(range(20))
+        # Lines written through A's agent, followed on B as they come.
+        talker = await on_a.new_run("p", "python+job", spec=job_spec("count", n=200, delay=0.005))
+        await talker.run()
+        followed = await on_b.get_run("p", talker.id)
+        with anyio.fail_after(60):
+            lines = [(line.offset, line.text) async for line in followed.logs(follow=True)]
+        assert lines == [(i, f"line {i}") for i in range(200)]
         # Started on B, stopped on A, the stop seen by a wait on B.
         long = await on_b.new_run("p", "python+job", spec=job_spec("count", n=6000, delay=0.01))
         await long.run()
