@@ -28,7 +28,7 @@ from ..._core.dburl import redacted
 from ..._core.errors import StoreUnavailable
 from ._sql import Op as Operation
 from ._sql import Result, Statement, run_async, to_postgres
-from ._sqlite import SCHEMA_VERSION, SchemaTooNew
+from ._sqlite import SCHEMA_VERSION, stored_version
 from ._sqlstore import SQLStore
 
 T = TypeVar("T")
@@ -142,14 +142,7 @@ def migrate(url: str) -> int:
     try:
         with psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT)) as db, db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
-            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = db.execute("SELECT version FROM schema_version").fetchone()
-            version = 0 if row is None else int(row[0])
-            if version > SCHEMA_VERSION:
-                raise SchemaTooNew(
-                    f"{redacted(url)} has schema version {version}, newer than this asyncrun "
-                    f"({SCHEMA_VERSION}): upgrade asyncrun"
-                )
+            version = stored_version(db, redacted(url))
             if version < BASE_VERSION:
                 for statement in SCHEMA:
                     db.execute(statement.encode())  # bytes: a "%" is not a placeholder here

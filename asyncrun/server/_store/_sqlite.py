@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import anyio
 
@@ -113,6 +113,25 @@ class SchemaTooNew(RuntimeError):
     """The database was written by a newer asyncrun than this one."""
 
 
+def stored_version(db: Any, name: str) -> int:
+    """The schema version a database holds (0 if new), in the caller's transaction.
+
+    ``db`` is a DB-API connection (sqlite3's, or psycopg's synchronous one).
+
+    Raises:
+        SchemaTooNew: if a newer asyncrun wrote it (``name`` says which database).
+    """
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = db.execute("SELECT version FROM schema_version").fetchone()
+    version = 0 if row is None else int(row[0])
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"{name} has schema version {version}, newer than this asyncrun "
+            f"({SCHEMA_VERSION}): upgrade asyncrun"
+        )
+    return version
+
+
 class SQLiteDriver:
     """Runs store operations on one SQLite file, on the caller's thread (see ``_sqlstore``).
 
@@ -190,24 +209,15 @@ class SQLiteDriver:
 
     def _migrate(self) -> None:
         with self._write() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = db.execute("SELECT version FROM schema_version").fetchone()
-            version = 0 if row is None else int(row[0])
-            if version > SCHEMA_VERSION:
-                raise SchemaTooNew(
-                    f"{self.path} has schema version {version}, newer than this asyncrun "
-                    f"({SCHEMA_VERSION}): upgrade asyncrun"
-                )
+            version = stored_version(db, str(self.path))
             for steps in MIGRATIONS[version:]:
                 for step in steps:
                     if isinstance(step, str):
                         db.execute(step)
                     else:
                         step(db)
-            if row is None:
-                db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-            else:
-                db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+            db.execute("DELETE FROM schema_version")
+            db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
 
     def schema_version(self) -> int:
         """The schema version stored in the database."""
