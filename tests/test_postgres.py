@@ -264,6 +264,14 @@ async def test_a_postgresql_restart_mid_flush_loses_nothing_and_answers_503_mean
                 for i in range(1000):
                     run.log_metric("v", i)
                 await run.flush()
+                # A job running through the outage: its agent outlives it, and so does the job.
+                job = await client.new_run(
+                    "p", "python+job", spec=job_spec("count", n=400, delay=0.01)
+                )
+                await job.run()
+                with anyio.fail_after(30):
+                    while not [line async for line in job.logs()]:
+                        await anyio.sleep(0.05)
                 await anyio.to_thread.run_sync(pg.stop, "fast")
                 for i in range(1000, 2000):
                     run.log_metric("v", i)
@@ -284,6 +292,11 @@ async def test_a_postgresql_restart_mid_flush_loses_nothing_and_answers_503_mean
                         await run.flush()  # retried across the outage
                 await run.refresh()
                 assert run.metrics["v"] == list(range(2000))
+                with anyio.fail_after(60):
+                    await job.wait()
+                assert job.status.state is asyncrun.State.COMPLETED, job.status.message
+                lines = [line.text async for line in job.logs()]
+                assert lines == [f"line {i}" for i in range(400)]
         finally:
             server.stop()
 
