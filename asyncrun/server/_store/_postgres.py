@@ -39,6 +39,9 @@ CONNECT_TIMEOUT: Final = 5.0
 POLL: Final = 0.05
 """Seconds between two looks while the notification connection is down."""
 _MIGRATE_LOCK: Final = 0x6173796E6372756E  # "asyncrun": the advisory lock of migrations
+_BEGIN_WRITE: Final = b"BEGIN; SELECT value FROM counters WHERE name = 'seq' FOR UPDATE"
+"""Every write transaction's start: the counter's row lock queues the writers of every
+replica, as SQLite's BEGIN IMMEDIATE does those of one file."""
 
 _C: Final = 'TEXT COLLATE "C"'  # byte order, as SQLite sorts: listings page the same way
 SCHEMA: Final = (
@@ -227,9 +230,17 @@ class PostgresDriver:
 
     async def write(self, op: Operation[T]) -> T:
         """Run an operation in one transaction, queued behind every replica's other writes."""
-        async with self._connection() as conn, conn.transaction():
-            await conn.execute("SELECT value FROM counters WHERE name = 'seq' FOR UPDATE")
-            return await run_async(op, lambda statement: self._execute(conn, statement))
+        async with self._connection() as conn:
+            # BEGIN and the lock in one round trip (psycopg's transaction() sends BEGIN alone).
+            await conn.execute(_BEGIN_WRITE)
+            try:
+                result = await run_async(op, lambda statement: self._execute(conn, statement))
+            except BaseException:
+                with contextlib.suppress(Exception):  # a lost connection rolled back already
+                    await conn.execute(b"ROLLBACK")
+                raise
+            await conn.execute(b"COMMIT")
+            return result
 
     # -- waiting for changes ------------------------------------------------------------
 

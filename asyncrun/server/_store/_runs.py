@@ -143,7 +143,7 @@ def load_page(docs: list[bytes]) -> Operation[list[Run]]:
     return runs
 
 
-def _update(run: Run, expected_revision: int) -> Operation[bool]:
+def _update(run: Run, expected_revision: int, *, labels: bool = True) -> Operation[bool]:
     row = yield from _row(run)
     updated = yield q(
         "UPDATE runs SET kind = ?, name = ?, state = ?, created_us = ?, revision = ?,"
@@ -153,7 +153,8 @@ def _update(run: Run, expected_revision: int) -> Operation[bool]:
     )
     if updated.rowcount != 1:
         return False
-    yield from _set_labels(run)
+    if labels:
+        yield from _set_labels(run)
     return True
 
 
@@ -196,7 +197,9 @@ def modify(
     revision = current.metadata.revision
     new = change(current)
     new = attrs.evolve(new, metadata=attrs.evolve(new.metadata, revision=revision + 1))
-    updated = yield from _update(new, revision)
+    # Most changes (a state, a message) keep the labels: their rows stay as they are.
+    relabel = new.metadata.labels != current.metadata.labels
+    updated = yield from _update(new, revision, labels=relabel)
     assert updated, "the row is locked by this transaction"
     if execute is not None:
         yield from _new_execution(project, id, execute)
