@@ -105,6 +105,37 @@ async def test_a_wait_on_one_replica_wakes_when_another_changes_the_run(
         assert record.metrics == {"a": list(range(100)), "b": list(range(100))}
 
 
+async def test_revisions_and_metric_batches_hold_across_replicas(
+    replicas: Replicas, tmp_path: Path
+) -> None:
+    async with (
+        asyncrun.AsyncClient(endpoint=replicas.a.url, context=tmp_path) as on_a,
+        asyncrun.AsyncClient(endpoint=replicas.b.url, context=tmp_path) as on_b,
+    ):
+        run = await on_a.new_run("p", "test+record")
+        first = await on_a.get_run("p", run.id)
+        second = await on_b.get_run("p", run.id)
+        first.metadata.labels = ["from A"]
+        await first.save(update=True)
+        second.metadata.labels = ["from B"]
+        with pytest.raises(asyncrun.RevisionConflict):
+            await second.save(update=True)  # B saw the revision before A's write
+    # The same batch (writer, seq) sent to A, then retried on B: applied once.
+    batch = {"writer": "w", "seq": 1, "ops": [["v", 1, 1.0]]}  # mode 1: append
+    path = f"/api/v1/projects/p/runs/{run.id}/status"
+    async with httpx.AsyncClient() as http:
+        on_a_answer = await http.patch(replicas.a.url + path, json=batch)
+        on_b_answer = await http.patch(replicas.b.url + path, json=batch)
+        gap = await http.patch(replicas.b.url + path, json={**batch, "seq": 3})
+        record = await http.get(f"{replicas.b.url}/api/v1/projects/p/runs/{run.id}")
+    assert on_a_answer.json()["applied"] is True
+    assert on_b_answer.json()["applied"] is False
+    assert gap.status_code == 409
+    assert gap.json()["code"] == "sequence_gap"
+    assert record.json()["status"]["metrics"] == {"v": [1.0]}
+    assert record.json()["metadata"]["labels"] == ["from A"]
+
+
 async def test_a_replica_killed_mid_flush_loses_nothing_acknowledged(
     replicas: Replicas, tmp_path: Path
 ) -> None:
