@@ -274,6 +274,17 @@ async def test_the_password_never_shows(postgres: Postgres, tmp_path: Path) -> N
             ]
         assert server.proc is not None
         cmdlines = await anyio.to_thread.run_sync(command_lines)
+        holders = [server.proc.pid, *await anyio.to_thread.run_sync(agents_of, server)]
+        assert len(holders) == 2, "the server and its agent hold the URL"
+        if os.geteuid() == 0:  # another local user: their environment is not theirs to read
+            for pid in holders:
+                read = subprocess.run(
+                    ["runuser", "-u", "nobody", "--", "cat", f"/proc/{pid}/environ"],
+                    capture_output=True,
+                    check=False,
+                )
+                assert read.returncode != 0
+                assert PASSWORD.encode() not in read.stdout
     finally:
         server.stop()
     shown = [server.log.read_text(), job_environment, *bodies, *cmdlines]
