@@ -278,10 +278,8 @@ async def test_the_password_never_shows(postgres: Postgres, tmp_path: Path) -> N
         assert len(holders) == 2, "the server and its agent hold the URL"
         if os.geteuid() == 0:  # another local user: their environment is not theirs to read
             for pid in holders:
-                read = subprocess.run(
-                    ["runuser", "-u", "nobody", "--", "cat", f"/proc/{pid}/environ"],
-                    capture_output=True,
-                    check=False,
+                read = await anyio.run_process(
+                    ["runuser", "-u", "nobody", "--", "cat", f"/proc/{pid}/environ"], check=False
                 )
                 assert read.returncode != 0
                 assert PASSWORD.encode() not in read.stdout
