@@ -444,36 +444,46 @@ def _peers_section(peers: dict[str, Any] | None) -> str:
     )
 
 
-def _floors_section(latest: dict[str, Any] | None) -> str:
-    head = "## Against the floors (`nox -s bench`)\n\n"
-    if latest is None:
-        return head + "Not measured yet: run `nox -s bench`.\n\n"
-    meta = latest["meta"]
+def _section(
+    title: str, session: str, data: dict[str, Any] | None, raw: str, about: str, table: str
+) -> str:
+    """A results section: its title, where its figures come from, what they mean, its table."""
+    head = f"## {title} (`{session}`)\n\n"
+    if data is None:
+        return head + f"Not measured yet: run `{session}`.\n\n"
+    meta = data["meta"]
     scale = "" if meta.get("scale", 1.0) == 1.0 else f", workload sizes x{meta['scale']}"
     return (
-        head + f"Produced by `{meta.get('command', 'nox -s bench')}` on {meta['date']} "
-        f"({_tree_text(meta)}; Python {meta['python']}, {meta['machine']}{scale}). Medians of "
-        f"{_repetitions(meta.get('repeats', 3))} with "
-        "min-max (1 where the workload says so); each workload is compared with its floor, the "
-        "least the same work can cost on this machine, measured in the same run. Raw numbers: "
-        "`benchmarks/results/latest.json`.\n\n"
-        f"{floors_table(latest['results'])}\n\n"
+        head + f"Produced by `{meta.get('command', session)}` on {meta['date']} "
+        f"({_tree_text(meta)}; Python {meta['python']}, {meta['machine']}{scale}). {about} "
+        f"Raw numbers: `benchmarks/results/{raw}`.\n\n{table}\n\n"
+    )
+
+
+def _floors_section(latest: dict[str, Any] | None) -> str:
+    repeats = _repetitions((latest or {}).get("meta", {}).get("repeats", 3))
+    return _section(
+        "Against the floors",
+        "nox -s bench",
+        latest,
+        "latest.json",
+        f"Medians of {repeats} with min-max (1 where the workload says so); each workload is "
+        "compared with its floor, the least the same work can cost on this machine, measured "
+        "in the same run.",
+        floors_table(latest["results"]) if latest else "",
     )
 
 
 def _growth_section(growth: dict[str, Any] | None) -> str:
-    head = "## Growth factors (`nox -s bench_growth`)\n\n"
-    if growth is None:
-        return head + "Not measured yet: run `nox -s bench_growth`.\n\n"
-    meta = growth["meta"]
-    scale = "" if meta.get("scale", 1.0) == 1.0 else f", workload sizes x{meta['scale']}"
-    return (
-        head + f"Produced by `{meta.get('command', 'nox -s bench_growth')}` on {meta['date']} "
-        f"({_tree_text(meta)}; Python {meta['python']}, {meta['machine']}{scale}). Each row "
-        "sets the cost at a large size against the cost at a small one, measured in the same "
-        "run: the ratio is the growth factor, near 1 where the answer does not grow with the "
-        "work. Raw numbers: `benchmarks/results/growth.json`.\n\n"
-        f"{floors_table(growth['results'])}\n\n"
+    return _section(
+        "Growth factors",
+        "nox -s bench_growth",
+        growth,
+        "growth.json",
+        "Each row sets the cost at a large size against the cost at a small one, measured in "
+        "the same run: the ratio is the growth factor, near 1 where the answer does not grow "
+        "with the work.",
+        floors_table(growth["results"]) if growth else "",
     )
 
 
@@ -506,25 +516,26 @@ def stores_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _stores_section(stores: dict[str, Any] | None) -> str:
-    head = "## PostgreSQL and replicas (`nox -s bench_postgres`)\n\n"
-    if stores is None:
-        return head + "Not measured yet: run `nox -s bench_postgres`.\n\n"
-    meta = stores["meta"]
-    scale = "" if meta.get("scale", 1.0) == 1.0 else f", workload sizes x{meta['scale']}"
-    return (
-        head + f"Produced by `{meta.get('command', 'nox -s bench_postgres')}` on {meta['date']} "
-        f"({_tree_text(meta)}; Python {meta['python']}, {meta['machine']}{scale}). The same "
-        "workloads on a server on SQLite, a server on PostgreSQL, and two replicas on that "
-        "PostgreSQL database (the two writers, or the jobs, split between them), interleaved "
-        f"per repetition, medians of {_repetitions(meta.get('repeats', 3))} with min-max; "
-        "PostgreSQL is a cluster of this machine's binaries on loopback (fsync off: the store "
-        "is measured, not the disk). Raw numbers: `benchmarks/results/postgres.json`.\n\n"
-        f"{stores_table(stores['results'])}\n\n"
-        "Two cores serve the client, PostgreSQL, both replicas and the jobs here, so a second "
-        "replica cannot add throughput: what the 2 / 1 column shows is the cost of a second "
-        "process on the same cores (and of one more connection pool contending for the same "
-        "row lock). On more cores, replicas add request handling (HTTP, JSON, validation: most "
-        "of a request's cost) and job capacity; writes stay one queue on the database.\n\n"
+    repeats = _repetitions((stores or {}).get("meta", {}).get("repeats", 3))
+    about = (
+        "The same workloads on a server on SQLite, a server on PostgreSQL, and two replicas on "
+        "that PostgreSQL database (the two writers, or the jobs, split between them), "
+        f"interleaved per repetition, medians of {repeats} with min-max; PostgreSQL is a "
+        "cluster of this machine's binaries on loopback (fsync off: the store is measured, not "
+        "the disk)."
+    )
+    table = stores_table(stores["results"]) if stores else ""
+    if stores:
+        table += (
+            "\n\nTwo cores serve the client, PostgreSQL, both replicas and the jobs here, so a "
+            "second replica cannot add throughput: what the 2 / 1 column shows is the cost of a "
+            "second process on the same cores (and of one more connection pool contending for "
+            "the same row lock). On more cores, replicas add request handling (HTTP, JSON, "
+            "validation: most of a request's cost) and job capacity; writes stay one queue on "
+            "the database."
+        )
+    return _section(
+        "PostgreSQL and replicas", "nox -s bench_postgres", stores, "postgres.json", about, table
     )
 
 

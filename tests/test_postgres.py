@@ -76,6 +76,13 @@ async def test_a_wait_on_one_replica_wakes_when_another_changes_the_run(
             await seen.wait()
         assert seen.status.state is asyncrun.State.COMPLETED, seen.status.message
         assert seen.metrics["step"] == list(range(20))
+        # Lines written through A's agent, followed on B as they come.
+        talker = await on_a.new_run("p", "python+job", spec=job_spec("count", n=200, delay=0.005))
+        await talker.run()
+        followed = await on_b.get_run("p", talker.id)
+        with anyio.fail_after(60):
+            lines = [(line.offset, line.text) async for line in followed.logs(follow=True)]
+        assert lines == [(i, f"line {i}") for i in range(200)]
         # Started on B, stopped on A, the stop seen by a wait on B.
         long = await on_b.new_run("p", "python+job", spec=job_spec("count", n=6000, delay=0.01))
         await long.run()
@@ -96,6 +103,37 @@ async def test_a_wait_on_one_replica_wakes_when_another_changes_the_run(
         await from_b.flush()
         await record.refresh()
         assert record.metrics == {"a": list(range(100)), "b": list(range(100))}
+
+
+async def test_revisions_and_metric_batches_hold_across_replicas(
+    replicas: Replicas, tmp_path: Path
+) -> None:
+    async with (
+        asyncrun.AsyncClient(endpoint=replicas.a.url, context=tmp_path) as on_a,
+        asyncrun.AsyncClient(endpoint=replicas.b.url, context=tmp_path) as on_b,
+    ):
+        run = await on_a.new_run("p", "test+record")
+        first = await on_a.get_run("p", run.id)
+        second = await on_b.get_run("p", run.id)
+        first.metadata.labels = ["from A"]
+        await first.save(update=True)
+        second.metadata.labels = ["from B"]
+        with pytest.raises(asyncrun.RevisionConflict):
+            await second.save(update=True)  # B saw the revision before A's write
+    # The same batch (writer, seq) sent to A, then retried on B: applied once.
+    batch = {"writer": "w", "seq": 1, "ops": [["v", 1, 1.0]]}  # mode 1: append
+    path = f"/api/v1/projects/p/runs/{run.id}/status"
+    async with httpx.AsyncClient() as http:
+        on_a_answer = await http.patch(replicas.a.url + path, json=batch)
+        on_b_answer = await http.patch(replicas.b.url + path, json=batch)
+        gap = await http.patch(replicas.b.url + path, json={**batch, "seq": 3})
+        record = await http.get(f"{replicas.b.url}/api/v1/projects/p/runs/{run.id}")
+    assert on_a_answer.json()["applied"] is True
+    assert on_b_answer.json()["applied"] is False
+    assert gap.status_code == 409
+    assert gap.json()["code"] == "sequence_gap"
+    assert record.json()["status"]["metrics"] == {"v": [1.0]}
+    assert record.json()["metadata"]["labels"] == ["from A"]
 
 
 async def test_a_replica_killed_mid_flush_loses_nothing_acknowledged(
@@ -236,6 +274,15 @@ async def test_the_password_never_shows(postgres: Postgres, tmp_path: Path) -> N
             ]
         assert server.proc is not None
         cmdlines = await anyio.to_thread.run_sync(command_lines)
+        holders = [server.proc.pid, *await anyio.to_thread.run_sync(agents_of, server)]
+        assert len(holders) == 2, "the server and its agent hold the URL"
+        if os.geteuid() == 0:  # another local user: their environment is not theirs to read
+            for pid in holders:
+                read = await anyio.run_process(
+                    ["runuser", "-u", "nobody", "--", "cat", f"/proc/{pid}/environ"], check=False
+                )
+                assert read.returncode != 0
+                assert PASSWORD.encode() not in read.stdout
     finally:
         server.stop()
     shown = [server.log.read_text(), job_environment, *bodies, *cmdlines]
@@ -257,6 +304,14 @@ async def test_a_postgresql_restart_mid_flush_loses_nothing_and_answers_503_mean
                 for i in range(1000):
                     run.log_metric("v", i)
                 await run.flush()
+                # A job running through the outage: its agent outlives it, and so does the job.
+                job = await client.new_run(
+                    "p", "python+job", spec=job_spec("count", n=400, delay=0.01)
+                )
+                await job.run()
+                with anyio.fail_after(30):
+                    while not [line async for line in job.logs()]:
+                        await anyio.sleep(0.05)
                 await anyio.to_thread.run_sync(pg.stop, "fast")
                 for i in range(1000, 2000):
                     run.log_metric("v", i)
@@ -277,6 +332,11 @@ async def test_a_postgresql_restart_mid_flush_loses_nothing_and_answers_503_mean
                         await run.flush()  # retried across the outage
                 await run.refresh()
                 assert run.metrics["v"] == list(range(2000))
+                with anyio.fail_after(60):
+                    await job.wait()
+                assert job.status.state is asyncrun.State.COMPLETED, job.status.message
+                lines = [line.text async for line in job.logs()]
+                assert lines == [f"line {i}" for i in range(400)]
         finally:
             server.stop()
 

@@ -269,6 +269,12 @@ def server(
         os.chmod(database.parent, 0o711)
     click.echo(f"asyncrun server listening on {scheme}://{_host_in_url(host)}:{port}", err=True)
     _warn_about_power(no_auth, isolate_jobs, host, port)
+    if isinstance(database, str) and public_url is None:
+        click.echo(
+            "note: on PostgreSQL, give the replicas' common URL with --public-url: without it, "
+            "jobs report to this replica only, and lose it if it stops",
+            err=True,
+        )
     if not no_auth:
         tokens = _user_tokens(_store(database, create=True)[0])
         click.echo(

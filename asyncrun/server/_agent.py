@@ -52,7 +52,7 @@ import psutil
 from .. import _serde, kinds
 from .._core import launch as _launch
 from .._core.auth import Grant, make_token, secret_hash
-from .._core.errors import AsyncRunError, NotFound, StorageFull
+from .._core.errors import AsyncRunError, NotFound, StorageFull, StoreUnavailable
 from .._core.logs import MAX_LINE_BYTES
 from .._core.records import Run, State
 from .._core.states import TERMINAL, transition
@@ -70,7 +70,10 @@ FLUSH = 0.02
 """Seconds log lines may wait before they are written (or FLUSH_LINES, whichever first)."""
 FLUSH_LINES = 5000
 DISK_FULL_RETRY = 0.5
-"""Seconds between two attempts to write while the disk is full."""
+"""Seconds between two attempts to write while the disk is full (or the database is away)."""
+RETRY_LATER = (StorageFull, StoreUnavailable)
+"""Store errors the agent outlives: its jobs keep running, their output waits in memory
+(bounded), and every write is retried (each is one transaction, so a retry is safe)."""
 DISK_FULL_REPORT = 10.0
 PIPE_GRACE = 2.0
 """Seconds to keep reading after a job exited while a grandchild still holds its pipes."""
@@ -214,7 +217,7 @@ class Agent:
                         if now - self.last_orphan_reap >= REAP_ORPHANS:
                             self.last_orphan_reap = now
                             _procs.reap_zombies(self.leaders())
-                    except StorageFull as exc:
+                    except RETRY_LATER as exc:
                         # Jobs keep running; every write is one transaction, so trying again
                         # later is safe. Their output waits in memory, bounded.
                         self.disk_full(exc)
@@ -430,7 +433,7 @@ class Agent:
             started = 0.0  # already gone: it is reaped below like any other
         try:
             self.call(self.store.set_execution_pid, execution.ident, proc.pid, started, uid)
-        except StorageFull:
+        except RETRY_LATER:
             # Unrecorded, the job would be started again: end it, the start is retried.
             killpg(proc.pid, signal.SIGKILL)
             proc.communicate()  # reaps it and closes its pipes
@@ -506,7 +509,7 @@ class Agent:
             self.pending = {}
         self.last_flush = time.monotonic()
 
-    def disk_full(self, exc: StorageFull) -> None:
+    def disk_full(self, exc: StorageFull | StoreUnavailable) -> None:
         now = time.monotonic()
         if now - self.full_since >= DISK_FULL_REPORT:
             with contextlib.suppress(OSError):  # its log may be on the same full disk
@@ -555,6 +558,8 @@ class Agent:
 
         try:
             self._modify(project, id_, ended, job.execution)
+        except RETRY_LATER:
+            raise  # the job stays to finish: it is recorded once the store takes writes again
         except (TypeError, ValueError, AsyncRunError) as exc:  # e.g. a result JSON cannot carry
             message = f"cannot record the job's result: {exc}"
             self._modify(

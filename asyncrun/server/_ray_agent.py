@@ -56,7 +56,7 @@ from ._factory import open_store
 from ._ray import RayJobs, trim
 from ._ray_executor import RayExecutor
 from ._store import _agents
-from ._store._execution import Execution
+from ._store._execution import Execution, Ident
 from ._store._sqlstore import Blocking
 
 POLL = 0.2
@@ -123,6 +123,7 @@ class RayAgent:
         # died") when its supervisor exits after the deletion; it is deleted again.
         self.deleted: dict[str, float] = {}
         self.next_orphan_stop: dict[str, float] = {}
+        self.tokens: dict[Ident, str] = {}  # of executions whose start is being retried
         self.next_claim = 0.0
         self.unreachable_since: float | None = None
         self.lock: IO[bytes] | None = None
@@ -309,9 +310,11 @@ class RayAgent:
             grace=self.args.grace,
             labels={"asyncrun_run": f"{execution.project}/{execution.id}"},
         )
+        # One token per execution, made once: a start retried while Ray is away reuses it.
+        token = self.tokens.get(execution.ident)
+        if token is None:
+            token = self.tokens[execution.ident] = self._job_token(execution, launch.token_role)
         try:
-            # The token only when the job is submitted for real: it is in the job's env.
-            token = self._job_token(execution, launch.token_role)
             handle = self.engine.start(attrs.evolve(request, env={**env, "ASYNCRUN_TOKEN": token}))
         except TransportError as exc:
             if self.unreachable_since is None:
@@ -322,6 +325,7 @@ class RayAgent:
         except AsyncRunError as exc:
             self._refuse(execution, f"cannot start the job: {trim(str(exc), MAX_MESSAGE)}")
             return
+        self.tokens.pop(execution.ident, None)
         # Recorded as started: a later agent adopts the job instead of submitting it again.
         self.call(self.store.set_execution_pid, execution.ident, 0, 0.0, None)
         execution = attrs.evolve(execution, pid=0, pid_started=0.0)
@@ -353,6 +357,7 @@ class RayAgent:
         return token
 
     def _refuse(self, execution: Execution, message: str) -> None:
+        self.tokens.pop(execution.ident, None)
         self._modify(execution, lambda r: move(r, State.ERROR, message=message))
         self.call(self.store.end_execution, execution.ident)
 

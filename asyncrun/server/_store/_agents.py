@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ._execution import Execution
-from ._runs import EXECUTION_COLUMNS
+from ._execution import EXECUTION_COLUMNS, Execution
 from ._sql import Op as Operation
 from ._sql import q
 

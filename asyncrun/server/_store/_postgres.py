@@ -28,7 +28,7 @@ from ..._core.dburl import redacted
 from ..._core.errors import StoreUnavailable
 from ._sql import Op as Operation
 from ._sql import Result, Statement, run_async, to_postgres
-from ._sqlite import SCHEMA_VERSION, SchemaTooNew
+from ._sqlite import SCHEMA_VERSION, stored_version
 from ._sqlstore import SQLStore
 
 T = TypeVar("T")
@@ -39,6 +39,9 @@ CONNECT_TIMEOUT: Final = 5.0
 POLL: Final = 0.05
 """Seconds between two looks while the notification connection is down."""
 _MIGRATE_LOCK: Final = 0x6173796E6372756E  # "asyncrun": the advisory lock of migrations
+_BEGIN_WRITE: Final = b"BEGIN; SELECT value FROM counters WHERE name = 'seq' FOR UPDATE"
+"""Every write transaction's start: the counter's row lock queues the writers of every
+replica, as SQLite's BEGIN IMMEDIATE does those of one file."""
 
 _C: Final = 'TEXT COLLATE "C"'  # byte order, as SQLite sorts: listings page the same way
 SCHEMA: Final = (
@@ -147,14 +150,7 @@ def migrate(url: str) -> int:
     try:
         with psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT)) as db, db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
-            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = db.execute("SELECT version FROM schema_version").fetchone()
-            version = 0 if row is None else int(row[0])
-            if version > SCHEMA_VERSION:
-                raise SchemaTooNew(
-                    f"{redacted(url)} has schema version {version}, newer than this asyncrun "
-                    f"({SCHEMA_VERSION}): upgrade asyncrun"
-                )
+            version = stored_version(db, redacted(url))
             if version < BASE_VERSION:
                 for statement in SCHEMA:
                     db.execute(statement.encode())  # bytes: a "%" is not a placeholder here
@@ -239,9 +235,17 @@ class PostgresDriver:
 
     async def write(self, op: Operation[T]) -> T:
         """Run an operation in one transaction, queued behind every replica's other writes."""
-        async with self._connection() as conn, conn.transaction():
-            await conn.execute("SELECT value FROM counters WHERE name = 'seq' FOR UPDATE")
-            return await run_async(op, lambda statement: self._execute(conn, statement))
+        async with self._connection() as conn:
+            # BEGIN and the lock in one round trip (psycopg's transaction() sends BEGIN alone).
+            await conn.execute(_BEGIN_WRITE)
+            try:
+                result = await run_async(op, lambda statement: self._execute(conn, statement))
+            except BaseException:
+                with contextlib.suppress(Exception):  # a lost connection rolled back already
+                    await conn.execute(b"ROLLBACK")
+                raise
+            await conn.execute(b"COMMIT")
+            return result
 
     # -- waiting for changes ------------------------------------------------------------
 

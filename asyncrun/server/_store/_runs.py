@@ -1,4 +1,4 @@
-"""Run records, executions and logs as store operations (see ``_sql``: generators of statements).
+"""Run records as store operations (see ``_sql``: generators of statements).
 
 Each function here is one operation of :class:`~._sqlstore.SQLStore`; those that write run in
 one transaction that the driver opens (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a lock on the
@@ -9,48 +9,26 @@ of a run bumps the global change sequence, which is what ``runs:watch`` follows.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import attrs
-import orjson
 
 from ... import _serde
 from ..._core import launch as _launch
-from ..._core import logs as _logs
 from ..._core.errors import AlreadyExists, AsyncRunError, NotFound, RevisionConflict
 from ..._core.metrics import Mode, Op
 from ..._core.query import Changes, ListQuery, to_microseconds
-from ..._core.records import LogLine, Run, State
-from . import _feed, _metrics, _tokens
-from ._execution import Execution, Ident
+from ..._core.records import Run, State
+from . import _execution, _feed, _metrics, _tokens
+from ._execution import Ident
 from ._sql import Op as Operation
 from ._sql import many, marks, q
 
-_MATCH: Final = "project = ? AND id = ? AND execution = ? AND reserved_us = ?"
-_MAX_INT: Final = 2**63 - 1
 _PROBE: Final = 1000
 """Matches counted at most per filter when a listing picks the index to walk."""
 _IN: Final = 500
 """Ids per ``IN (...)``: well below SQLite's variable limit."""
-
-LOG_WRITERS_MIGRATION: Final = (
-    # Launchers' numbered log batches (remote executors): each applied once, in order; the
-    # last one carries how the job ended (``end``, JSON), which its reconciler records.
-    """CREATE TABLE log_writers (
-        project TEXT NOT NULL,
-        id TEXT NOT NULL,
-        writer TEXT NOT NULL,
-        last_seq INTEGER NOT NULL,
-        end_doc BLOB,
-        PRIMARY KEY (project, id, writer)
-    ) WITHOUT ROWID""",
-)
-
-
-def _from_us(value: int) -> datetime:
-    return datetime.fromtimestamp(value / 1_000_000, UTC)
 
 
 def _not_found(project: str, id: str) -> NotFound:
@@ -156,7 +134,7 @@ def load_page(docs: list[bytes]) -> Operation[list[Run]]:
     return runs
 
 
-def _update(run: Run, expected_revision: int) -> Operation[bool]:
+def _update(run: Run, expected_revision: int, *, labels: bool = True) -> Operation[bool]:
     row = yield from _row(run)
     updated = yield q(
         "UPDATE runs SET kind = ?, name = ?, state = ?, created_us = ?, revision = ?,"
@@ -166,7 +144,8 @@ def _update(run: Run, expected_revision: int) -> Operation[bool]:
     )
     if updated.rowcount != 1:
         return False
-    yield from _set_labels(run)
+    if labels:
+        yield from _set_labels(run)
     return True
 
 
@@ -203,16 +182,18 @@ def modify(
         NotFound: if there is no such run (or no such execution).
     """
     row = (yield q("SELECT doc FROM runs WHERE project = ? AND id = ?", project, id)).one()
-    if row is None or (of is not None and not (yield from _execution_exists(of))):
+    if row is None or (of is not None and not (yield from _execution.exists(of))):
         raise _not_found(project, id)
     (current,) = yield from load_page([row[0]])
     revision = current.metadata.revision
     new = change(current)
     new = attrs.evolve(new, metadata=attrs.evolve(new.metadata, revision=revision + 1))
-    updated = yield from _update(new, revision)
+    # Most changes (a state, a message) keep the labels: their rows stay as they are.
+    relabel = new.metadata.labels != current.metadata.labels
+    updated = yield from _update(new, revision, labels=relabel)
     assert updated, "the row is locked by this transaction"
     if execute is not None:
-        yield from _new_execution(project, id, execute)
+        yield from _execution.reserve(project, id, execute)
     return new
 
 
@@ -371,244 +352,10 @@ def _changes_among(
     return Changes(seq, runs, [id_ for id_ in dict.fromkeys(wanted) if id_ not in present])
 
 
-# -- executions ---------------------------------------------------------------------------
-
-EXECUTION_COLUMNS: Final = (
-    "project, id, execution, reserved_us, pid, pid_started, ended_us, launch, uid, owner"
-)
-_EXECUTION: Final = f"SELECT {EXECUTION_COLUMNS} FROM executions"
-
-
-def latest_execution(project: str, id: str) -> Operation[Execution | None]:
-    """The newest execution of a run, if it was ever started."""
-    row = (
-        yield q(
-            f"{_EXECUTION} WHERE project = ? AND id = ? ORDER BY execution DESC LIMIT 1",
-            project,
-            id,
-        )
-    ).one()
-    return None if row is None else Execution.from_row(row)
-
-
-def open_executions(unstarted: bool) -> Operation[list[Execution]]:
-    """Executions that have not ended (only those not started yet, if ``unstarted``)."""
-    where = "WHERE ended_us IS NULL" + (" AND pid IS NULL" if unstarted else "")
-    rows = yield q(f"{_EXECUTION} {where}")
-    return [Execution.from_row(row) for row in rows]
-
-
-def _new_execution(project: str, id: str, launch: _launch.Launch) -> Operation[int]:
-    """Reserve the next execution number of a run (the agent will start it)."""
-    number = (
-        yield q(
-            "SELECT coalesce(max(execution), 0) + 1 FROM executions WHERE project = ? AND id = ?",
-            project,
-            id,
-        )
-    ).value()
-    yield q(
-        "INSERT INTO executions (project, id, execution, reserved_us, launch)"
-        " VALUES (?, ?, ?, ?, ?)",
-        project,
-        id,
-        number,
-        time.time_ns() // 1000,
-        _serde.dumps(_launch.to_data(launch)),
-    )
-    return int(number)
-
-
-def _execution_exists(ident: Ident) -> Operation[bool]:
-    return (yield q(f"SELECT 1 FROM executions WHERE {_MATCH}", *ident)).one() is not None
-
-
-def set_execution_pid(
-    ident: Ident, pid: int, pid_started: float, uid: int | None
-) -> Operation[None]:
-    """Record the job process of an execution (and the user it runs as, if isolated)."""
-    yield q(
-        f"UPDATE executions SET pid = ?, pid_started = ?, uid = ? WHERE {_MATCH}",
-        pid,
-        pid_started,
-        uid,
-        *ident,
-    )
-
-
-def end_execution(ident: Ident) -> Operation[None]:
-    """Mark an execution as ended; the token its job was given stops working."""
-    now_us = time.time_ns() // 1000
-    ended = yield q(f"UPDATE executions SET ended_us = ? WHERE {_MATCH}", now_us, *ident)
-    if ended.rowcount:  # else the run was deleted: its tokens went with it
-        yield from _tokens.revoke_jobs(f"{ident[0]}/{ident[1]}")
-
-
 def ids_in_state(state: State) -> Operation[set[tuple[str, str]]]:
     """``(project, id)`` of every run in ``state``."""
     rows = yield q("SELECT project, id FROM runs WHERE state = ?", str(state))
     return {(str(project), str(id_)) for project, id_ in rows}
-
-
-# -- logs -----------------------------------------------------------------------------------
-
-
-def append_logs(
-    lines: Mapping[Ident, Sequence[tuple[str, int, str]]], keep: int
-) -> Operation[None]:
-    """Append ``(stream, time_us, text)`` lines of executions to their runs' logs.
-
-    Only the newest ``keep`` lines of each run are kept. Lines of executions that no longer
-    exist (their run was deleted) are dropped. A run's stored offsets stay contiguous: lines
-    are numbered on from the newest, and only the oldest are dropped.
-    """
-    for ident, batch in lines.items():
-        project, id = ident[0], ident[1]
-        if not (yield from _execution_exists(ident)):
-            continue  # deleted: its lines must not reach a new run with the same id
-        yield from _append(project, id, batch, keep)
-
-
-def _append(
-    project: str, id: str, batch: Sequence[tuple[str, int, str]], keep: int
-) -> Operation[None]:
-    start = (
-        yield q(
-            "SELECT coalesce(max(line_no), -1) + 1 FROM logs WHERE project = ? AND id = ?",
-            project,
-            id,
-        )
-    ).value()
-    start = int(start)
-    yield many(
-        "INSERT INTO logs (project, id, line_no, stream, time_us, text) VALUES (?, ?, ?, ?, ?, ?)",
-        [
-            (project, id, start + i, stream, time_us, text)
-            for i, (stream, time_us, text) in enumerate(batch)
-        ],
-    )
-    end = start + len(batch)
-    if end > keep:
-        yield q(
-            "DELETE FROM logs WHERE project = ? AND id = ? AND line_no < ?",
-            project,
-            id,
-            end - keep,
-        )
-
-
-def append_log_batch(
-    project: str,
-    id: str,
-    writer: str,
-    seq: int,
-    lines: Sequence[tuple[str, int, str]],
-    end: bytes | None,
-    keep: int,
-) -> Operation[bool]:
-    """Append a launcher's numbered batch of lines exactly once (in the caller's write).
-
-    A batch at or below the writer's last number is a retry of one applied: ignored
-    (``False``). Its lines get the offsets after the run's newest line, like the agent's;
-    only the newest ``keep`` lines are kept. ``end`` (JSON), if given, is kept with the writer
-    for the run's reconciler (:func:`job_end`).
-
-    Raises:
-        NotFound: if there is no such run.
-        SequenceGap: if ``seq`` is not the writer's next number.
-    """
-    yield from require_run(project, id)
-    row = (
-        yield q(
-            "SELECT last_seq FROM log_writers WHERE project = ? AND id = ? AND writer = ?",
-            project,
-            id,
-            writer,
-        )
-    ).one()
-    last = 0 if row is None else int(row[0])
-    if seq <= last:
-        return False  # a retry of a batch already applied
-    if seq != last + 1:
-        raise _metrics.SequenceGap(
-            f"log batch {seq} of writer {writer!r} arrived before batch {last + 1}",
-            detail={"expected": last + 1, "got": seq},
-        )
-    if lines:
-        yield from _append(project, id, lines, keep)
-    yield q(
-        "INSERT INTO log_writers (project, id, writer, last_seq, end_doc) VALUES (?, ?, ?, ?, ?)"
-        " ON CONFLICT (project, id, writer) DO UPDATE SET last_seq = excluded.last_seq,"
-        " end_doc = coalesce(excluded.end_doc, log_writers.end_doc)",
-        project,
-        id,
-        writer,
-        seq,
-        end,
-    )
-    return True
-
-
-def job_end(project: str, id: str, writer: str) -> Operation[bytes | None]:
-    """The end a launcher reported (JSON), if its last batch arrived."""
-    row = (
-        yield q(
-            "SELECT end_doc FROM log_writers WHERE project = ? AND id = ? AND writer = ?",
-            project,
-            id,
-            writer,
-        )
-    ).one()
-    return None if row is None or row[0] is None else bytes(row[0])
-
-
-def log_bounds(project: str, id: str) -> Operation[tuple[int, int]]:
-    """``(first, end)``: the offset of a run's oldest stored line and the one after its newest.
-
-    ``(0, 0)`` if it wrote none. Two seeks on the primary key, whatever the log's length;
-    offsets in between are contiguous (see :func:`append_logs`).
-    """
-    row = yield q(
-        "SELECT (SELECT min(line_no) FROM logs WHERE project = ? AND id = ?),"
-        " (SELECT max(line_no) FROM logs WHERE project = ? AND id = ?)",
-        project,
-        id,
-        project,
-        id,
-    )
-    first, last = row.rows[0]
-    return (0, 0) if last is None else (int(first), int(last) + 1)
-
-
-def read_logs(
-    project: str, id: str, offset: int, limit: int, before: int | None
-) -> Operation[list[LogLine]]:
-    """Up to ``limit`` lines of a run's log from ``offset`` on (and before ``before``).
-
-    The page stops before the line that would take it past ``logs.PAGE_BUDGET`` bytes of
-    JSON (but always holds its first line). The database sends only the lines that start
-    within the budget counted in characters (a lower bound of their JSON's bytes): a log of
-    long lines is never loaded whole; the exact cut is made here.
-    """
-    envelope = _logs.LINE_ENVELOPE_BYTES
-    rows = yield q(
-        "SELECT line_no, stream, time_us, text FROM ("
-        " SELECT line_no, stream, time_us, text,"
-        f" sum(length(text) + {envelope}) OVER (ORDER BY line_no ROWS UNBOUNDED PRECEDING)"
-        " - length(text) AS used FROM ("
-        "  SELECT line_no, stream, time_us, text FROM logs"
-        "  WHERE project = ? AND id = ? AND line_no >= ? AND line_no < ?"
-        "  ORDER BY line_no LIMIT ?) AS lines"
-        ") AS page WHERE used <= ? ORDER BY line_no",
-        project,
-        id,
-        offset,
-        _MAX_INT if before is None else before,
-        limit,
-        _logs.PAGE_BUDGET,
-    )
-    page = _logs.take_page(rows, orjson.dumps)  # the text as the JSON of the page
-    return [LogLine(no, stream, _from_us(time_us), text) for no, stream, time_us, text in page]
 
 
 def listing(project: str, query: ListQuery, driver: str | None) -> tuple[str, list[object]]:

@@ -11,13 +11,13 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import anyio
 
 from ..._core.errors import StorageFull
 from .._procs import private_dir, private_file
-from . import _agents, _documents, _feed, _metrics, _runs, _tokens
+from . import _agents, _documents, _feed, _logs, _metrics, _tokens
 from ._sql import Op as Operation
 from ._sql import Result, Statement, run_sync
 from ._sqlstore import SQLStore
@@ -105,13 +105,32 @@ MIGRATIONS: Final[Sequence[Sequence[Step]]] = (
     _feed.MIGRATION,
     _documents.MIGRATION,
     _agents.MIGRATION,
-    _runs.LOG_WRITERS_MIGRATION,
+    _logs.LOG_WRITERS_MIGRATION,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
 class SchemaTooNew(RuntimeError):
     """The database was written by a newer asyncrun than this one."""
+
+
+def stored_version(db: Any, name: str) -> int:
+    """The schema version a database holds (0 if new), in the caller's transaction.
+
+    ``db`` is a DB-API connection (sqlite3's, or psycopg's synchronous one).
+
+    Raises:
+        SchemaTooNew: if a newer asyncrun wrote it (``name`` says which database).
+    """
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = db.execute("SELECT version FROM schema_version").fetchone()
+    version = 0 if row is None else int(row[0])
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"{name} has schema version {version}, newer than this asyncrun "
+            f"({SCHEMA_VERSION}): upgrade asyncrun"
+        )
+    return version
 
 
 class SQLiteDriver:
@@ -191,24 +210,15 @@ class SQLiteDriver:
 
     def _migrate(self) -> None:
         with self._write() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = db.execute("SELECT version FROM schema_version").fetchone()
-            version = 0 if row is None else int(row[0])
-            if version > SCHEMA_VERSION:
-                raise SchemaTooNew(
-                    f"{self.path} has schema version {version}, newer than this asyncrun "
-                    f"({SCHEMA_VERSION}): upgrade asyncrun"
-                )
+            version = stored_version(db, str(self.path))
             for steps in MIGRATIONS[version:]:
                 for step in steps:
                     if isinstance(step, str):
                         db.execute(step)
                     else:
                         step(db)
-            if row is None:
-                db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-            else:
-                db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+            db.execute("DELETE FROM schema_version")
+            db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
 
     def schema_version(self) -> int:
         """The schema version stored in the database."""

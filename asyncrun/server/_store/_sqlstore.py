@@ -20,7 +20,7 @@ from ..._core.errors import AlreadyExists, AsyncRunError
 from ..._core.metrics import Op
 from ..._core.query import Changes, ListQuery
 from ..._core.records import LogLine, Run, State
-from . import _agents, _documents, _feed, _metrics, _runs, _tokens
+from . import _agents, _documents, _execution, _feed, _logs, _metrics, _runs, _tokens
 from ._documents import Document
 from ._execution import Execution, Ident
 from ._metrics import BatchResult
@@ -262,21 +262,21 @@ class SQLStore:
 
     async def latest_execution(self, project: str, id: str) -> Execution | None:
         """The newest execution of a run, if it was ever started."""
-        return await self._read(_runs.latest_execution(project, id))
+        return await self._read(_execution.latest_execution(project, id))
 
     async def open_executions(self, *, unstarted: bool = False) -> list[Execution]:
         """Executions that have not ended (only those not started yet, if ``unstarted``)."""
-        return await self._read(_runs.open_executions(unstarted))
+        return await self._read(_execution.open_executions(unstarted))
 
     async def set_execution_pid(
         self, ident: Ident, pid: int, pid_started: float, uid: int | None = None
     ) -> None:
         """Record the process that carries out an execution."""
-        await self._write(_runs.set_execution_pid(ident, pid, pid_started, uid))
+        await self._write(_execution.set_execution_pid(ident, pid, pid_started, uid))
 
     async def end_execution(self, ident: Ident) -> None:
         """Mark an execution as ended; the token its job was given stops working."""
-        await self._write(_runs.end_execution(ident))
+        await self._write(_execution.end_execution(ident))
 
     async def ids_in_state(self, state: State) -> set[tuple[str, str]]:
         """``(project, id)`` of every run in ``state``."""
@@ -298,7 +298,7 @@ class SQLStore:
         self, lines: Mapping[Ident, Sequence[tuple[str, int, str]]], keep: int
     ) -> None:
         """Append log lines of executions; each run keeps its newest ``keep`` lines."""
-        await self._write(_runs.append_logs(lines, keep))
+        await self._write(_logs.append_logs(lines, keep))
 
     async def append_log_batch(
         self,
@@ -317,21 +317,21 @@ class SQLStore:
             NotFound: if there is no such run.
             SequenceGap: if an earlier batch of this writer is missing.
         """
-        return await self._write(_runs.append_log_batch(project, id, writer, seq, lines, end, keep))
+        return await self._write(_logs.append_log_batch(project, id, writer, seq, lines, end, keep))
 
     async def job_end(self, project: str, id: str, writer: str) -> bytes | None:
         """The end (JSON) a launcher reported in its last batch, if it arrived."""
-        return await self._read(_runs.job_end(project, id, writer))
+        return await self._read(_logs.job_end(project, id, writer))
 
     async def log_bounds(self, project: str, id: str) -> tuple[int, int]:
         """``(first, end)``: offsets of a run's oldest stored line and the one after its newest."""
-        return await self._read(_runs.log_bounds(project, id))
+        return await self._read(_logs.log_bounds(project, id))
 
     async def read_logs(
         self, project: str, id: str, offset: int, limit: int, *, before: int | None = None
     ) -> list[LogLine]:
         """Up to ``limit`` lines of a run's log from ``offset`` (and before ``before``)."""
-        return await self._read(_runs.read_logs(project, id, offset, limit, before))
+        return await self._read(_logs.read_logs(project, id, offset, limit, before))
 
     # -- documents ------------------------------------------------------------------------
 
