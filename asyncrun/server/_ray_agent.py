@@ -171,8 +171,8 @@ class RayAgent:
                     if self.try_exit():
                         return 0
                     idle_since = now
-                if self.terminating and not self.orphans:
-                    return 0
+                if self.terminating:
+                    return 0  # its jobs go on on Ray: the next agent adopts them
                 time.sleep(POLL)
         finally:
             with contextlib.suppress(AsyncRunError, OSError):
@@ -394,6 +394,8 @@ class RayAgent:
         def change(r: Run) -> Run:
             if r.status.state in TERMINAL:
                 return r
+            if lost and r.status.state is State.STOP:  # as the local agent's lost runs
+                return move(r, State.STOPPED, message="stopped (its Ray job was lost)")
             if target.state is State.STOPPED:
                 return move(r, State.STOP, State.STOPPED, message=target.message, **target.status)
             if not target.final and r.status.state is State.STOP:
