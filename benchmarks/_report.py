@@ -539,6 +539,47 @@ def _stores_section(stores: dict[str, Any] | None) -> str:
     )
 
 
+def executors_table(ray: dict[str, Any]) -> str:
+    """``nox -s bench_ray``'s figures: the local agent and Ray, side by side."""
+    rows = [
+        ("start to RUNNING, median (max)", "start_to_running_ms", "ms"),
+        ("log line printed to a follower, median (max)", "log_delivery_ms", "ms"),
+    ]
+    lines = ["| | local agent | Ray | Ray / local |", "|---|---|---|---|"]
+    for what, key, unit in rows:
+        local, remote = ray["local"][key], ray["ray"][key]
+        lines.append(
+            f"| {what} | {local['median']:,.1f} {unit} ({local['max']:,.1f}) | "
+            f"{remote['median']:,.1f} {unit} ({remote['max']:,.1f}) | "
+            f"{remote['median'] / local['median']:.1f}x |"
+        )
+    local_rate, ray_rate = ray["local"]["jobs_per_s"], ray["ray"]["jobs_per_s"]
+    lines.append(
+        f"| short jobs per second ({ray['jobs']} jobs) | {local_rate:.2f} | {ray_rate:.2f} | "
+        f"{ray_rate / local_rate:.2f}x |"
+    )
+    return "\n".join(lines)
+
+
+def _executors_section(ray: dict[str, Any] | None) -> str:
+    about = (
+        "The same jobs through `asyncrun server` with the local agent and with `--executor ray` "
+        "(a Ray head on loopback, 2 CPUs), in one invocation. A Ray job costs a supervisor "
+        "actor and a runtime environment on the head, and its lines travel through the "
+        "launcher's batches (at most 0.2 s each): Ray is for work that needs a cluster."
+    )
+    if ray is not None and "meta" not in ray:
+        ray = None  # a file from before the report knew its provenance: measure again
+    return _section(
+        "Executors: the local agent and Ray",
+        "nox -s bench_ray",
+        ray,
+        "ray.json",
+        about,
+        executors_table(ray) if ray else "",
+    )
+
+
 def _repetitions(n: int) -> str:
     return f"{n} repetition{'s' if n != 1 else ''}"
 
@@ -590,6 +631,7 @@ def render(benchmarks: Path = HERE) -> str:
         f"{_floors_section(latest)}"
         f"{_growth_section(_load(benchmarks / 'results' / 'growth.json'))}"
         f"{_stores_section(_load(benchmarks / 'results' / 'postgres.json'))}"
+        f"{_executors_section(_load(benchmarks / 'results' / 'ray.json'))}"
         f"{_goals_section(latest, peers)}"
         "<!-- From here on: benchmarks/ANALYSIS.md, hand-written (edit it there); its figures "
         "are filled in from the results. -->\n\n"

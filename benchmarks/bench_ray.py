@@ -17,8 +17,10 @@ executors measured in the same invocation, not across invocations.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib.util
 import json
+import platform
 import statistics
 import sys
 import tempfile
@@ -120,7 +122,18 @@ def main() -> int:
     finally:
         head.stop()
     if not args.no_write:
-        (HERE / "results" / "ray.json").write_text(json.dumps(results, indent=2) + "\n")
+        import _report
+
+        meta = {
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "command": "nox -s bench_ray",
+            "tree": _report.tree(),
+        }
+        out = HERE / "results" / "ray.json"
+        out.write_text(json.dumps({"meta": meta, **results}, indent=2) + "\n")
+        print(f"wrote {out} and {_report.write()}", file=sys.stderr)
     return 0
 
 
