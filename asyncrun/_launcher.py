@@ -50,6 +50,10 @@ BACKOFF = Backoff(base=0.2, factor=2.0, cap=5.0, jitter=0.5)
 GIVE_UP = 24 * 3600.0
 """Seconds of failing to reach the server after which a batch is dropped (by default)."""
 PIPE_GRACE = 2.0
+READ_AHEAD = 128
+"""Reads of a job's pipes (at most 64 KiB each) held while batches wait for the server: at
+most ~8 MiB per job. Beyond it the readers stop reading and the job waits on its writes, as
+it would on a full terminal; nothing is dropped."""
 """Seconds to keep reading after the job exited while a grandchild still holds its pipes."""
 _RETRY = frozenset({408, 425, 429, 500, 502, 503, 504, 507})
 
@@ -219,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _pump(proc: subprocess.Popen[bytes], batcher: Batcher, sender: Sender) -> int:
     """Read the job's streams into batches and send them until both end; its exit code."""
-    lines: queue.Queue[tuple[str, int, list[str]] | str] = queue.Queue()
+    lines: queue.Queue[tuple[str, int, list[str]] | str] = queue.Queue(maxsize=READ_AHEAD)
     readers = []
     for stream, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
         assert pipe is not None

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 import pytest
 from conftest import JOBS_DIR, ServerProcess, create_token, wait_for
 
@@ -210,6 +211,35 @@ def test_the_launcher_loses_nothing_while_the_server_is_away(tmp_path: Path) -> 
         assert texts == [str(i) for i in range(40)]  # each once, in order
         assert job_end(db, "p", id_, "x1") is not None
     finally:
+        server.stop()
+
+
+def test_the_launcher_holds_a_bounded_backlog_while_the_server_is_away(tmp_path: Path) -> None:
+    # A job printing 200 MB while the server is down: the launcher stops reading its pipes
+    # (the job waits on its writes, as on a full terminal) instead of holding it all.
+    server = ServerProcess(tmp_path / "runs.sqlite3", auth=True)
+    server.start()
+    proc = None
+    try:
+        db = Path(server.db)
+        user = create_token(db, "p", role="run")
+        script = (
+            "import sys, time\nprint('first', flush=True)\ntime.sleep(1)\n"
+            "for i in range(50_000):\n    sys.stdout.write(str(i) + 'x' * 4000 + '\\n')"
+        )
+        spec = {"command": [sys.executable, "-c", script]}
+        id_ = new_run(server, user, "p", spec, "command+job")
+        proc = launcher(server, job_token(db, "p", id_), "p", id_, "x1")
+        wait_for(lambda: log_lines(server, user, "p", id_), "the first line")
+        server.stop()
+        time.sleep(4)  # the job writes 200 MB in well under a second when nothing holds it
+        rss = psutil.Process(proc.pid).memory_info().rss
+        assert rss < 120 * 2**20, f"the launcher holds {rss / 2**20:.0f} MiB"
+        assert proc.poll() is None  # still delivering: nothing was dropped to stay small
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.communicate()
         server.stop()
 
 
