@@ -37,7 +37,6 @@ import selectors
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,8 +57,10 @@ from .._core.records import Run, State
 from .._core.states import TERMINAL, transition
 from ..kinds import Outcome
 from . import _launching, _procs
+from ._engine import JobRequest
 from ._factory import open_store
-from ._procs import MARKER, killpg
+from ._local_engine import LocalProcesses
+from ._procs import MARKER
 from ._store import _agents
 from ._store._execution import Execution, Ident
 from ._store._sqlstore import Blocking
@@ -129,7 +130,8 @@ class Job:
     execution: Execution
     kind: kinds.Kind
     scratch: Path
-    proc: subprocess.Popen[bytes]
+    handle: str
+    pid: int
     pipes: dict[int, tuple[str, IO[bytes]]]
     uid: int | None = None
     stop_sent: float | None = None
@@ -154,6 +156,7 @@ class Agent:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.next_claim = 0.0
         self.selector = selectors.DefaultSelector()
+        self.engine = LocalProcesses()  # the processes; this class reconciles them with the store
         self.jobs: dict[tuple[str, str], Job] = {}
         self.pending: dict[Ident, list[tuple[str, int, str]]] = {}
         self.partial: dict[tuple[Ident, str], bytes] = {}
@@ -241,16 +244,11 @@ class Agent:
         return {job.uid for job in self.jobs.values() if job.uid is not None}
 
     def leaders(self) -> set[int]:
-        return {job.proc.pid for job in self.jobs.values()}
+        return self.engine.leaders()
 
     def end_processes(self, job: Job) -> None:
         """SIGKILL every process of ``job``: its group, and what left the group."""
-        killpg(job.proc.pid, signal.SIGKILL)
-        if job.uid is not None:
-            _procs.kill_user(job.uid)
-            return
-        key = job.execution.key
-        _procs.kill_all(p for p, marker in _procs.orphans(self.leaders()) if marker == key)
+        self.engine.kill(job.handle)
 
     def try_exit(self) -> bool:
         # Release first, then look once more: a launch that saw the lock held is seen here.
@@ -323,9 +321,7 @@ class Agent:
                 job.stop_requested = True
             if job.stop_requested and job.stop_sent is None:
                 job.stop_sent = now
-                killpg(job.proc.pid, signal.SIGTERM)
-            if job.stop_sent is not None and now - job.stop_sent > self.args.grace:
-                killpg(job.proc.pid, signal.SIGKILL)
+                self.engine.stop(job.handle)  # SIGTERM; SIGKILL after the grace (engine.poll)
 
     # -- starting -------------------------------------------------------------------------
 
@@ -409,44 +405,33 @@ class Agent:
                 _launching.chown_tree(scratch, uid)
                 _launching.check_reachable(spec, cwd, own, launch, uid)
             env = _launch.job_env(launch, spec.env, own)
-            proc = subprocess.Popen(
-                spec.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,  # its own process group: stop() signals all of it
-                preexec_fn=_procs.die_with_parent,
-                umask=launch.umask,
-                user=uid,
-                group=uid,
-                extra_groups=None if uid is None else [],
+            request = JobRequest(
+                execution.key, spec.argv, env, self.args.grace, cwd, user=uid, umask=launch.umask
             )
+            handle = self.engine.start(request)
         except (OSError, ValueError, kinds.KindLoadError) as exc:
             shutil.rmtree(scratch, ignore_errors=True)
             self._refuse(execution, f"cannot start the job: {exc}")
             return
+        pid = self.engine.pid(handle)
         try:
-            started = psutil.Process(proc.pid).create_time()
+            started = psutil.Process(pid).create_time()
         except psutil.Error:
             started = 0.0  # already gone: it is reaped below like any other
         try:
-            self.call(self.store.set_execution_pid, execution.ident, proc.pid, started, uid)
+            self.call(self.store.set_execution_pid, execution.ident, pid, started, uid)
         except RETRY_LATER:
             # Unrecorded, the job would be started again: end it, the start is retried.
-            killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()  # reaps it and closes its pipes
+            self.engine.discard(handle)
             shutil.rmtree(scratch, ignore_errors=True)
             raise
-        execution = attrs.evolve(execution, pid=proc.pid, pid_started=started, uid=uid)
+        execution = attrs.evolve(execution, pid=pid, pid_started=started, uid=uid)
         pipes = {}
-        for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
-            assert pipe is not None
+        for name, pipe in self.engine.pipes(handle).items():
             os.set_blocking(pipe.fileno(), False)
             self.selector.register(pipe, selectors.EVENT_READ, (execution.ident, name))
             pipes[pipe.fileno()] = (name, pipe)
-        job = Job(execution, kind, scratch, proc, pipes, uid)
+        job = Job(execution, kind, scratch, handle, pid, pipes, uid)
         self.jobs[job.key] = job
         shown = _launch.public(launch, cwd, None if uid is None else f"uid {uid}")
 
@@ -523,8 +508,9 @@ class Agent:
     # -- ending ---------------------------------------------------------------------------
 
     def reap(self, now: float) -> None:
+        observed = self.engine.poll([job.handle for job in self.jobs.values()])
         for job in list(self.jobs.values()):
-            if job.exited_at is None and job.proc.poll() is not None:
+            if job.exited_at is None and observed[job.handle].status == "EXITED":
                 job.exited_at = now
             if job.exited_at is None:
                 continue
@@ -538,7 +524,7 @@ class Agent:
         project, id_ = job.key
         self.flush_logs()  # every line is stored before the state says the run ended
         self.end_processes(job)  # leave nothing of the job behind
-        code = job.proc.wait()
+        code = self.engine.wait(job.handle)
         try:
             outcome = job.kind.outcome(code, job.scratch)
             # What a record cannot carry (too deep, ints beyond 64 bits) fails here, not later
@@ -567,6 +553,7 @@ class Agent:
             )
         self.call(self.store.end_execution, job.execution.ident)
         shutil.rmtree(job.scratch, ignore_errors=True)
+        self.engine.forget(job.handle)
         del self.jobs[job.key]
 
 

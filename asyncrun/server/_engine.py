@@ -7,8 +7,9 @@ is small and holds no state of asyncrun's: everything here is keyed by the execu
 **handle**, an id derived from the execution alone, so starting twice (after a reconciler
 restart, a lost answer) starts one job.
 
-Implementations: :class:`~asyncrun.server._ray_executor.RayExecutor` (Ray's Jobs API). The
-local agent (``_agent``) predates this boundary and still drives processes itself.
+Implementations: :class:`~asyncrun.server._local_engine.LocalProcesses` (processes of this
+machine, driven by the local agent ``_agent``) and
+:class:`~asyncrun.server._ray_executor.RayExecutor` (Ray's Jobs API, driven by ``_ray_agent``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class JobRequest:
         grace: Seconds between SIGTERM and SIGKILL when it is stopped.
         cwd: Its working folder on the engine's machine (``None``: the engine's default).
         labels: Short strings the engine shows with the job (for its operators).
+        user: The uid it runs as (an isolated local job; ``None``: the engine's own).
+        umask: Its umask (local jobs; ``None``: the engine's own).
     """
 
     key: str
@@ -58,6 +61,8 @@ class JobRequest:
     grace: float
     cwd: str | None = None
     labels: Mapping[str, str] = attrs.field(factory=dict)
+    user: int | None = None
+    umask: int | None = None
 
 
 @attrs.frozen
