@@ -52,6 +52,7 @@ from .. import _serde, kinds
 from .._core import launch as _launch
 from .._core.auth import Grant, make_token, secret_hash
 from .._core.errors import AsyncRunError, NotFound, StorageFull, StoreUnavailable
+from .._core.joblog import cut_point
 from .._core.logs import MAX_LINE_BYTES
 from .._core.records import Run, State
 from .._core.states import TERMINAL, transition
@@ -110,17 +111,33 @@ def move(run: Run, *states: State, message: str | None = None, **extra: Any) -> 
     return attrs.evolve(run, status=status, metadata=attrs.evolve(run.metadata, updated=now))
 
 
-def _cut(data: bytes, limit: int) -> int:
-    """Where to cut ``data`` (longer than ``limit``) at most ``limit`` bytes in.
+class AgentLock:
+    """An agent's exclusive ``flock`` on its lock file, held while it serves.
 
-    Never inside a UTF-8 character: a continuation byte (``10xxxxxx``) at the cut moves the
-    cut back to its character's first byte (at most 3 bytes back; invalid UTF-8 is cut at
-    ``limit``).
+    The service tells whether an agent is alive by trying the same lock (``_executor``).
     """
-    for cut in range(limit, max(limit - 4, 0), -1):
-        if data[cut] & 0xC0 != 0x80:
-            return cut
-    return limit
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: IO[bytes] | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock; ``False`` if another agent holds it."""
+        handle = self.path.open("ab")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self._handle = handle
+        return True
+
+    def release(self) -> None:
+        """Let the lock go (a no-op if not held)."""
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
 
 
 @attrs.define(eq=False)
@@ -165,7 +182,7 @@ class Agent:
         self.last_flush = time.monotonic()
         self.write_after = 0.0  # while the disk is full: when to try writing again
         self.full_since = -DISK_FULL_REPORT
-        self.lock: IO[bytes] | None = None
+        self.lock = AgentLock(self.lock_file)
         self.terminating = False
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the client
@@ -175,26 +192,10 @@ class Agent:
 
     # -- the lock -------------------------------------------------------------------------
 
-    def acquire(self) -> bool:
-        handle = self.lock_file.open("ab")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            return False
-        self.lock = handle
-        return True
-
-    def release(self) -> None:
-        if self.lock is not None:
-            fcntl.flock(self.lock, fcntl.LOCK_UN)
-            self.lock.close()
-            self.lock = None
-
     # -- main loop ------------------------------------------------------------------------
 
     def main(self) -> int:
-        if not self.acquire():
+        if not self.lock.acquire():
             return 0  # another agent serves this database
         # Orphans of jobs become ours, not init's: they can be found and ended with their job.
         _procs.become_subreaper()
@@ -238,7 +239,7 @@ class Agent:
             with contextlib.suppress(AsyncRunError, OSError):
                 self.call(self.store.leave, self.id)
             self.call.close()
-            self.release()
+            self.lock.release()
 
     def jobs_uids(self) -> set[int]:
         return {job.uid for job in self.jobs.values() if job.uid is not None}
@@ -252,10 +253,10 @@ class Agent:
 
     def try_exit(self) -> bool:
         # Release first, then look once more: a launch that saw the lock held is seen here.
-        self.release()
+        self.lock.release()
         if not self._unclaimed():
             return True
-        return not self.acquire()
+        return not self.lock.acquire()
 
     def _unclaimed(self) -> list[Execution]:
         """Executions not started yet that this agent may take (its own, or nobody's)."""
@@ -475,7 +476,7 @@ class Agent:
             lines.append(rest)
             rest = b""
         while len(rest) > MAX_LINE_BYTES:  # an endless line is cut, never buffered forever
-            cut = _cut(rest, MAX_LINE_BYTES)  # never inside a character
+            cut = cut_point(rest, MAX_LINE_BYTES)  # never inside a character
             lines.append(rest[:cut])
             rest = rest[cut:]
         if rest:

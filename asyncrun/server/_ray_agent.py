@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import os
 import secrets
 import signal
@@ -38,7 +37,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 import attrs
 
@@ -50,7 +48,7 @@ from .._core.reconcile import Reported, Target, decide
 from .._core.records import Run, State
 from .._core.states import TERMINAL
 from .._launcher import WRITER_ENV
-from ._agent import DB_ENV, move
+from ._agent import DB_ENV, AgentLock, move
 from ._engine import Executor, JobRequest, Observation
 from ._factory import open_store
 from ._ray import RayJobs, trim
@@ -126,7 +124,7 @@ class RayAgent:
         self.tokens: dict[Ident, str] = {}  # of executions whose start is being retried
         self.next_claim = 0.0
         self.unreachable_since: float | None = None
-        self.lock: IO[bytes] | None = None
+        self.lock = AgentLock(self.lock_file)
         self.terminating = False
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -136,24 +134,8 @@ class RayAgent:
 
     # -- the lock (as the local agent's) ---------------------------------------------------
 
-    def acquire(self) -> bool:
-        handle = self.lock_file.open("ab")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            return False
-        self.lock = handle
-        return True
-
-    def release(self) -> None:
-        if self.lock is not None:
-            fcntl.flock(self.lock, fcntl.LOCK_UN)
-            self.lock.close()
-            self.lock = None
-
     def main(self) -> int:
-        if not self.acquire():
+        if not self.lock.acquire():
             return 0
         try:
             idle_since = time.monotonic()
@@ -179,13 +161,13 @@ class RayAgent:
                 self.call(self.store.leave, self.id)
             self.call.close()
             self.engine.close()
-            self.release()
+            self.lock.release()
 
     def try_exit(self) -> bool:
-        self.release()
+        self.lock.release()
         if not self._unclaimed():
             return True
-        return not self.acquire()
+        return not self.lock.acquire()
 
     def _unclaimed(self) -> list[Execution]:
         pending = self.call(self.store.open_executions, unstarted=True)
