@@ -111,6 +111,30 @@ def move(run: Run, *states: State, message: str | None = None, **extra: Any) -> 
     return attrs.evolve(run, status=status, metadata=attrs.evolve(run.metadata, updated=now))
 
 
+def job_token(call: Blocking, execution: Execution, role: str, what: str = "job token") -> str:
+    """A new token for an execution's job: its project only, revoked when the execution ends.
+
+    Only its hash is stored; the token itself lives in the job's environment.
+    """
+    token_id, token = make_token(secrets.token_bytes(40))
+    grant = Grant(token_id, role, frozenset({execution.project}))
+    run = f"{execution.project}/{execution.id}"
+    call(call.store.add_token, grant, secret_hash(token), description=what, run=run)
+    return token
+
+
+def beat(call: Blocking, agent: str, *, others_dead: bool) -> list[Execution]:
+    """An agent's heartbeat and claim (see ``_store/_agents.py``): the executions it owns."""
+    return call(
+        call.store.claim_executions,
+        agent,
+        socket.gethostname(),
+        os.getpid(),
+        time.time_ns() // 1000,
+        others_dead=others_dead,
+    )
+
+
 class AgentLock:
     """An agent's exclusive ``flock`` on its lock file, held while it serves.
 
@@ -270,14 +294,7 @@ class Agent:
         machine's previous agent, or a dead replica's) lost their job: their runs end.
         """
         self.next_claim = now + _agents.HEARTBEAT_US / 1e6
-        owned = self.call(
-            self.store.claim_executions,
-            self.id,
-            socket.gethostname(),
-            os.getpid(),
-            time.time_ns() // 1000,
-            others_dead=others_dead,
-        )
+        owned = beat(self.call, self.id, others_dead=others_dead)
         idents = {execution.ident for execution in owned}
         for job in self.jobs.values():
             if job.execution.ident not in idents and job.stop_sent is None:
@@ -351,18 +368,7 @@ class Agent:
         return env
 
     def _job_token(self, execution: Execution, role: str) -> str:
-        # The job's own token: its project only, revoked when the execution ends. Only its
-        # hash is stored; the token itself lives in the job's environment.
-        token_id, token = make_token(secrets.token_bytes(40))
-        grant = Grant(token_id, role, frozenset({execution.project}))
-        self.call(
-            self.store.add_token,
-            grant,
-            secret_hash(token),
-            description="job token",
-            run=f"{execution.project}/{execution.id}",
-        )
-        return token
+        return job_token(self.call, execution, role)
 
     def _refuse(self, execution: Execution, message: str) -> None:
         self._modify(

@@ -42,13 +42,12 @@ import attrs
 
 from .. import _serde
 from .._core import launch as _launch
-from .._core.auth import Grant, make_token, secret_hash
 from .._core.errors import AsyncRunError, NotFound, TransportError
 from .._core.reconcile import Reported, Target, decide
 from .._core.records import Run, State
 from .._core.states import TERMINAL
 from .._launcher import WRITER_ENV
-from ._agent import DB_ENV, AgentLock, move
+from ._agent import DB_ENV, AgentLock, beat, job_token, move
 from ._engine import Executor, JobRequest, Observation
 from ._factory import open_store
 from ._ray import RayJobs, trim
@@ -230,14 +229,7 @@ class RayAgent:
 
     def claim(self, now: float) -> None:
         self.next_claim = now + _agents.HEARTBEAT_US / 1e6
-        owned = self.call(
-            self.store.claim_executions,
-            self.id,
-            socket.gethostname(),
-            os.getpid(),
-            time.time_ns() // 1000,
-            others_dead=self.db is not None,
-        )
+        owned = beat(self.call, self.id, others_dead=self.db is not None)
         idents = {execution.ident for execution in owned}
         for key, tracked in list(self.tracked.items()):
             if tracked.execution.ident not in idents:
@@ -327,16 +319,7 @@ class RayAgent:
             tracked.stop_sent = True
 
     def _job_token(self, execution: Execution, role: str) -> str:
-        token_id, token = make_token(secrets.token_bytes(40))
-        grant = Grant(token_id, role, frozenset({execution.project}))
-        self.call(
-            self.store.add_token,
-            grant,
-            secret_hash(token),
-            description="job token (ray)",
-            run=f"{execution.project}/{execution.id}",
-        )
-        return token
+        return job_token(self.call, execution, role, "job token (ray)")
 
     def _refuse(self, execution: Execution, message: str) -> None:
         self.tokens.pop(execution.ident, None)
