@@ -170,6 +170,13 @@ def _shown(db: Path | str) -> str:
     help="Seconds the Ray head may be unreachable before open runs end in ERROR (lost).",
 )
 @click.option(
+    "--ray-working-dir",
+    default=None,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A folder of this machine every Ray job gets as its working folder (uploaded to the "
+    "head once per content, as Ray's runtime_env working_dir): the code jobs import.",
+)
+@click.option(
     "--ray-entrypoint-cpus",
     default=None,
     type=click.FloatRange(min=0),
@@ -202,6 +209,7 @@ def server(
     ray_python: str | None,
     ray_lost_after: float,
     ray_entrypoint_cpus: float | None,
+    ray_working_dir: Path | None,
     ssl_certfile: str | None,
     ssl_keyfile: str | None,
 ) -> None:
@@ -261,6 +269,7 @@ def server(
             ray_python=ray_python,
             ray_lost_after=ray_lost_after,
             ray_entrypoint_cpus=ray_entrypoint_cpus,
+            ray_working_dir=ray_working_dir,
         )
     except AsyncRunError as exc:  # the database cannot be reached: say which, never how
         raise click.ClickException(str(exc)) from None

@@ -51,6 +51,8 @@ class JobRequest:
         grace: Seconds between SIGTERM and SIGKILL when it is stopped.
         cwd: Its working folder on the engine's machine (``None``: the engine's default).
         labels: Short strings the engine shows with the job (for its operators).
+        files: A folder of this machine the job gets as its working folder, for engines that
+            run jobs elsewhere (Ray uploads it as the job's ``working_dir``).
         user: The uid it runs as (an isolated local job; ``None``: the engine's own).
         umask: Its umask (local jobs; ``None``: the engine's own).
     """
@@ -61,6 +63,7 @@ class JobRequest:
     grace: float
     cwd: str | None = None
     labels: Mapping[str, str] = attrs.field(factory=dict)
+    files: str | None = None
     user: int | None = None
     umask: int | None = None
 

@@ -175,6 +175,7 @@ class RayAgentExecutor(LocalExecutor):
         python: The interpreter the cluster runs the launcher with.
         lost_after: Seconds the head may be unreachable before open runs end as lost.
         entrypoint_cpus: CPUs Ray reserves for each job's entrypoint (``None``: Ray's 0).
+        working_dir: A folder every job gets as its working folder (uploaded to the head).
         **options: What :class:`LocalExecutor` takes (``endpoint`` is required).
     """
 
@@ -187,6 +188,7 @@ class RayAgentExecutor(LocalExecutor):
         python: str | None = None,
         lost_after: float = 60.0,
         entrypoint_cpus: float | None = None,
+        working_dir: Path | None = None,
         **options: Any,
     ) -> None:
         super().__init__(db_path, lock=lock, **options)
@@ -194,6 +196,7 @@ class RayAgentExecutor(LocalExecutor):
         self.python = python or sys.executable
         self.lost_after = lost_after
         self.entrypoint_cpus = entrypoint_cpus
+        self.working_dir = None if working_dir is None else Path(working_dir).resolve()
 
     async def _spawn(self) -> None:
         argv = [
@@ -204,6 +207,8 @@ class RayAgentExecutor(LocalExecutor):
         ]  # fmt: skip
         if self.entrypoint_cpus is not None:
             argv += ["--entrypoint-cpus", str(self.entrypoint_cpus)]
+        if self.working_dir is not None:
+            argv += ["--working-dir", str(self.working_dir)]
         env = {**os.environ, "ASYNCRUN_AGENT_LOG": str(self.lock.with_name("ray-agent.log"))}
         if self.url is not None:
             env[DB_ENV] = self.url

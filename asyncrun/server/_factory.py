@@ -77,6 +77,7 @@ def open_service(
     ray_python: str | None = None,
     ray_lost_after: float = 60.0,
     ray_entrypoint_cpus: float | None = None,
+    ray_working_dir: Path | None = None,
 ) -> RunService:
     """The service on the store in ``db`` (default: :func:`default_db_path`), with jobs.
 
@@ -104,6 +105,7 @@ def open_service(
         ray_python: The interpreter the cluster runs the launcher with (default: this one).
         ray_lost_after: Seconds the Ray head may be unreachable before open runs end as lost.
         ray_entrypoint_cpus: CPUs Ray reserves for each job's entrypoint (``None``: Ray's 0).
+        ray_working_dir: A folder every Ray job gets as its working folder (uploaded).
 
     Returns:
         The service; ``aclose()`` releases the store.
@@ -161,6 +163,7 @@ def open_service(
             python=ray_python,
             lost_after=ray_lost_after,
             entrypoint_cpus=ray_entrypoint_cpus,
+            working_dir=ray_working_dir,
             **options,
         )
     else:

@@ -283,6 +283,7 @@ class RayAgent:
             env=env,
             grace=self.args.grace,
             labels={"asyncrun_run": f"{execution.project}/{execution.id}"},
+            files=self.args.working_dir,
         )
         # One token per execution, made once: a start retried while Ray is away reuses it.
         token = self.tokens.get(execution.ident)
@@ -416,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-exit", type=float, default=30.0)
     parser.add_argument("--lost-after", type=float, default=60.0)
     parser.add_argument("--entrypoint-cpus", type=float, default=None)
+    parser.add_argument("--working-dir", default=None, help="a folder shipped with every job")
     args = parser.parse_args(argv)
     with contextlib.suppress(PermissionError):
         os.setsid()

@@ -12,6 +12,7 @@ import hashlib
 import re
 import shlex
 from collections.abc import Collection
+from pathlib import Path
 from typing import Final
 
 from ._engine import Capabilities, JobRequest, Observation
@@ -58,6 +59,9 @@ class RayExecutor:
         """Submit the job (repeat-safe: an id Ray has is not submitted again)."""
         handle = self.handle(request.key)
         runtime_env = with_stop_grace({"env_vars": dict(request.env)}, request.grace)
+        if request.files is not None:
+            # Content-addressed: a folder the head has already is not sent again.
+            runtime_env["working_dir"] = self.jobs.upload_dir(Path(request.files))
         entrypoint = shlex.join(request.argv)
         if request.cwd:
             entrypoint = f"cd {shlex.quote(request.cwd)} && exec {entrypoint}"

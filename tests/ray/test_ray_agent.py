@@ -217,6 +217,34 @@ def test_a_new_ray_agent_adopts_the_jobs_ray_runs(
     assert [line.text for line in run.logs()] == [f"line {i}" for i in range(30)]
 
 
+def test_the_code_of_jobs_travels_to_the_head_as_their_working_dir(
+    ray_head: Head, tmp_path: Path
+) -> None:
+    # A folder of the server's machine, not importable where the launcher starts: Ray
+    # unpacks it as each job's working folder, so the handler's module is found there.
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "shipped_code.py").write_text(
+        "import os\n\ndef main():\n    return {'cwd': os.path.basename(os.getcwd()),"
+        " 'data': open('data.txt').read()}\n"
+    )
+    (code / "data.txt").write_text("from the server's folder")
+    db = tmp_path / "runs.sqlite3"
+    token = create_token(db, PROJECT, role="run")
+    server = start_server(db, ray_head.address, "--ray-working-dir", str(code))
+    try:
+        with asyncrun.Client(server.url, token) as c:
+            run = c.new_run(PROJECT, "python+job", spec={"handler": "shipped_code:main"})
+            run.run()
+            done = run.wait(timeout=120)
+            assert done.status.state is State.COMPLETED, done.status.message
+            result = run.result()
+            assert result["data"] == "from the server's folder"
+            assert result["cwd"] != "code"  # Ray's unpacked copy, not the folder itself
+    finally:
+        server.stop()
+
+
 def test_the_ray_executor_on_postgresql(ray_head: Head, postgres: Any, tmp_path: Path) -> None:
     url = postgres.create_database()
     server = ServerProcess(
