@@ -182,6 +182,29 @@ class Store(Protocol):
         """Record the process that carries out an execution."""
         ...
 
+    async def start_execution(
+        self,
+        ident: Ident,
+        pid: int,
+        pid_started: float,
+        uid: int | None,
+        change: Callable[[Run], Run],
+    ) -> Run:
+        """Record an execution's process and apply ``change`` to its run, in one transaction.
+
+        Raises:
+            NotFound: if the run (or the execution) is gone.
+        """
+        ...
+
+    async def finish_execution(self, ident: Ident, change: Callable[[Run], Run]) -> Run:
+        """Apply ``change`` to an execution's run and end the execution, in one transaction.
+
+        Raises:
+            NotFound: if the run (or the execution) is gone.
+        """
+        ...
+
     async def end_execution(self, ident: Ident) -> None:
         """Mark an execution as ended; the token its job was given stops working."""
         ...

@@ -274,6 +274,40 @@ class SQLStore:
         """Record the process that carries out an execution."""
         await self._write(_execution.set_execution_pid(ident, pid, pid_started, uid))
 
+    async def start_execution(
+        self,
+        ident: Ident,
+        pid: int,
+        pid_started: float,
+        uid: int | None,
+        change: Callable[[Run], Run],
+    ) -> Run:
+        """Record an execution's process and apply ``change`` to its run, in one transaction.
+
+        Raises:
+            NotFound: if the run (or the execution) is gone.
+        """
+
+        def op() -> Operation[Run]:
+            yield from _execution.set_execution_pid(ident, pid, pid_started, uid)
+            return (yield from _runs.modify(ident[0], ident[1], change, None, ident))
+
+        return await self._write(op())
+
+    async def finish_execution(self, ident: Ident, change: Callable[[Run], Run]) -> Run:
+        """Apply ``change`` to an execution's run and end the execution, in one transaction.
+
+        Raises:
+            NotFound: if the run (or the execution) is gone.
+        """
+
+        def op() -> Operation[Run]:
+            run = yield from _runs.modify(ident[0], ident[1], change, None, ident)
+            yield from _execution.end_execution(ident)
+            return run
+
+        return await self._write(op())
+
     async def end_execution(self, ident: Ident) -> None:
         """Mark an execution as ended; the token its job was given stops working."""
         await self._write(_execution.end_execution(ident))
