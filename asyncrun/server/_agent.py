@@ -135,6 +135,24 @@ def beat(call: Blocking, agent: str, *, others_dead: bool) -> list[Execution]:
     )
 
 
+def unclaimed(call: Blocking, agent: str) -> list[Execution]:
+    """Executions not started yet that ``agent`` may take (its own, or nobody's)."""
+    pending = call(call.store.open_executions, unstarted=True)
+    return [e for e in pending if e.owner is None or e.owner == agent]
+
+
+def try_exit(lock: AgentLock, call: Blocking, agent: str) -> bool:
+    """Whether an idle agent may exit: it lets its lock go, then looks once more.
+
+    A launch that saw the lock held (and so started no agent) is seen by that last look; the
+    agent then takes its lock again and stays (``False``), unless another took it meanwhile.
+    """
+    lock.release()
+    if not unclaimed(call, agent):
+        return True
+    return not lock.acquire()
+
+
 class AgentLock:
     """An agent's exclusive ``flock`` on its lock file, held while it serves.
 
@@ -276,16 +294,10 @@ class Agent:
         self.engine.kill(job.handle)
 
     def try_exit(self) -> bool:
-        # Release first, then look once more: a launch that saw the lock held is seen here.
-        self.lock.release()
-        if not self._unclaimed():
-            return True
-        return not self.lock.acquire()
+        return try_exit(self.lock, self.call, self.id)
 
     def _unclaimed(self) -> list[Execution]:
-        """Executions not started yet that this agent may take (its own, or nobody's)."""
-        pending = self.call(self.store.open_executions, unstarted=True)
-        return [e for e in pending if e.owner is None or e.owner == self.id]
+        return unclaimed(self.call, self.id)
 
     def claim(self, now: float, *, others_dead: bool = False) -> None:
         """Beat, claim what has no live owner, and act on every execution this agent owns.

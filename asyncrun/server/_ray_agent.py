@@ -47,7 +47,7 @@ from .._core.reconcile import Reported, Target, decide
 from .._core.records import Run, State
 from .._core.states import TERMINAL
 from .._launcher import WRITER_ENV
-from ._agent import DB_ENV, AgentLock, beat, job_token, move
+from ._agent import DB_ENV, AgentLock, beat, job_token, move, try_exit, unclaimed
 from ._engine import Executor, JobRequest, Observation
 from ._factory import open_store
 from ._ray import RayJobs, trim
@@ -163,14 +163,10 @@ class RayAgent:
             self.lock.release()
 
     def try_exit(self) -> bool:
-        self.lock.release()
-        if not self._unclaimed():
-            return True
-        return not self.lock.acquire()
+        return try_exit(self.lock, self.call, self.id)
 
     def _unclaimed(self) -> list[Execution]:
-        pending = self.call(self.store.open_executions, unstarted=True)
-        return [e for e in pending if e.owner is None or e.owner == self.id]
+        return unclaimed(self.call, self.id)
 
     # -- one tick ---------------------------------------------------------------------------
 
